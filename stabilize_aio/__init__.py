@@ -1,0 +1,82 @@
+"""stabilize_aio: durable DAG workflows for asyncio, on embedded SQLite or PostgreSQL.
+
+This module only re-exports the public API; implementation lives in private modules.
+"""
+
+from __future__ import annotations
+
+from ._engine import Engine as Engine
+from ._engine import EngineStatistics as EngineStatistics
+from ._engine import WorkflowRun as WorkflowRun
+from ._errors import ConcurrencyError as ConcurrencyError
+from ._errors import CorruptDatabaseError as CorruptDatabaseError
+from ._errors import CycleError as CycleError
+from ._errors import DatabaseLockedError as DatabaseLockedError
+from ._errors import DefinitionError as DefinitionError
+from ._errors import DuplicateStageError as DuplicateStageError
+from ._errors import EmptyWorkflowError as EmptyWorkflowError
+from ._errors import EncodingError as EncodingError
+from ._errors import EngineStateError as EngineStateError
+from ._errors import ForeignDatabaseError as ForeignDatabaseError
+from ._errors import RegistrationError as RegistrationError
+from ._errors import SchemaTooNewError as SchemaTooNewError
+from ._errors import StabilizeError as StabilizeError
+from ._errors import StoreError as StoreError
+from ._errors import TransientError as TransientError
+from ._errors import UnknownRequisiteError as UnknownRequisiteError
+from ._errors import UnknownTaskError as UnknownTaskError
+from ._errors import WorkflowNotFound as WorkflowNotFound
+from ._messages import ErrorInfo as ErrorInfo
+from ._model import Stage as Stage
+from ._model import TaskResult as TaskResult
+from ._model import Workflow as Workflow
+from ._registry import Task as Task
+from ._registry import TaskOptions as TaskOptions
+from ._retry import RetryPolicy as RetryPolicy
+from ._status import WorkflowStatus as WorkflowStatus
+from ._views import StageInfo as StageInfo
+from ._views import StageView as StageView
+from ._views import WorkflowSummary as WorkflowSummary
+from ._views import WorkflowView as WorkflowView
+
+__version__ = "0.1.0"
+
+__all__ = (
+    # engine
+    "Engine",
+    "EngineStatistics",
+    "WorkflowRun",
+    # definitions
+    "Workflow",
+    "Stage",
+    "Task",
+    "TaskOptions",
+    "TaskResult",
+    "RetryPolicy",
+    "WorkflowStatus",
+    # views
+    "StageView",
+    "StageInfo",
+    "WorkflowView",
+    "WorkflowSummary",
+    "ErrorInfo",
+    # errors
+    "StabilizeError",
+    "DefinitionError",
+    "EmptyWorkflowError",
+    "DuplicateStageError",
+    "UnknownRequisiteError",
+    "CycleError",
+    "UnknownTaskError",
+    "EncodingError",
+    "RegistrationError",
+    "EngineStateError",
+    "WorkflowNotFound",
+    "StoreError",
+    "DatabaseLockedError",
+    "CorruptDatabaseError",
+    "ForeignDatabaseError",
+    "SchemaTooNewError",
+    "ConcurrencyError",
+    "TransientError",
+)

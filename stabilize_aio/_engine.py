@@ -1,0 +1,533 @@
+"""The Engine: configuration, lifecycle, submit, queries and control.
+
+Lifecycle (an explicit state machine; misuse raises :class:`EngineStateError`)::
+
+    CREATED --start()--> RUNNING --stop()--> STOPPED   (never restarted: make a new Engine)
+
+``async with engine`` is the primary form. ``await engine.start()`` and
+``await engine.stop()`` must be called from the same task: the engine's task
+group is entered in ``start`` and left in ``stop``. A failure inside the engine
+cancels that task group and comes out of ``stop``/``__aexit__`` as one
+:class:`StabilizeError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._actors import Dispatcher, MailboxStatistics
+from ._codec import check_encodable
+from ._errors import (
+    ConcurrencyError,
+    EngineStateError,
+    RegistrationError,
+    StabilizeError,
+    UnknownTaskError,
+    WorkflowNotFound,
+)
+from ._messages import CancelWorkflow, Durable, StartWorkflow
+from ._model import Workflow
+from ._pool import PoolStatistics, TaskPool
+from ._registry import TaskDefinition, make_definition
+from ._retry import RetryPolicy
+from ._state import StageRun, StageSpec, Transition, WorkflowRecord, WorkflowState
+from ._status import WorkflowStatus
+from ._timers import TimerService
+from ._views import WorkflowSummary, WorkflowView, view_of
+from .store import NewWorkflow, Store, StoreStatistics, store_from_url
+
+log = logging.getLogger("stabilize_aio.engine")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_URL = "sqlite:///stabilize.db"
+
+
+class _Life(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class EngineStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything countable about an engine, in one frozen struct."""
+
+    state: str
+    commits: int
+    transitions: int
+    outbox_reads: int
+    bytes_written: int
+    live_actors: int
+    timers_pending: int
+    store: StoreStatistics
+    mailboxes: MailboxStatistics | None
+    pools: tuple[PoolStatistics, ...]
+
+
+class WorkflowRun:
+    """A handle on one workflow run (this process's or an earlier one's)."""
+
+    __slots__ = ("_engine", "workflow_id")
+
+    def __init__(self, engine: Engine, workflow_id: str) -> None:
+        self._engine = engine
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"<WorkflowRun {self.workflow_id}>"
+
+    async def wait(self, timeout: float | None = None) -> WorkflowView:
+        """Wait until the run completes and return its final view, whatever the status.
+
+        Woken by the commit that finishes the workflow, not by polling.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed (the workflow goes on).
+        """
+        return await self._engine._wait(self.workflow_id, timeout)
+
+    async def get(self) -> WorkflowView:
+        """The run's current view."""
+        return await self._engine.get(self.workflow_id)
+
+
+class Engine:
+    """A durable workflow engine on one store.
+
+    Args:
+        url: ``sqlite:///path.db`` (the default is ``./stabilize.db``).
+        store: a Store instance instead of a URL.
+        thread_limit: worker threads for plain ``def`` tasks.
+        mailbox_bound: queued outside messages per workflow before submit/cancel wait.
+        batch: messages an actor folds into one turn at most.
+        stop_grace: the default grace period of ``stop()``, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        store: Store | None = None,
+        thread_limit: int = 40,
+        mailbox_bound: int = 1_000,
+        batch: int = 256,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.url = url
+        self._store = store if store is not None else store_from_url(url)
+        self._definitions: dict[str, TaskDefinition] = {}
+        self._thread_limit = thread_limit
+        self._mailbox_bound = mailbox_bound
+        self._batch = batch
+        self._stop_grace = stop_grace
+        self._life = _Life.CREATED
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._timers: TimerService | None = None
+        self._pools: dict[str, TaskPool] = {}
+        self._waiters: dict[str, anyio.Event] = {}
+        self._room = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.url!r} {self._life.value} tasks={sorted(self._definitions)}>"
+
+    # registration ------------------------------------------------------------
+    def task(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        backlog: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        poll_interval: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated ``async def`` (or plain ``def``) as task type ``name``."""
+
+        def decorate(fn: F) -> F:
+            self.register(
+                name,
+                fn,
+                concurrency=concurrency,
+                backlog=backlog,
+                timeout=timeout,
+                retry=retry,
+                poll_interval=poll_interval,
+            )
+            return fn
+
+        return decorate
+
+    def register(
+        self,
+        name: str,
+        task: Any,
+        *,
+        concurrency: int | None = None,
+        backlog: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        poll_interval: float | None = None,
+    ) -> None:
+        """Register a function, a :class:`Task` instance or a Task class as task type ``name``.
+
+        Raises:
+            RegistrationError: after start, a duplicate name, or bad options.
+        """
+        if self._life is not _Life.CREATED:
+            raise RegistrationError(f"task {name!r}: register tasks before the engine starts")
+        if name in self._definitions:
+            raise RegistrationError(f"task {name!r} is already registered")
+        self._definitions[name] = make_definition(
+            name,
+            task,
+            concurrency=concurrency,
+            backlog=backlog,
+            timeout=timeout,
+            retry=retry,
+            poll_interval=poll_interval,
+        )
+
+    # lifecycle ---------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop(self._stop_grace, exc)
+
+    async def start(self) -> None:
+        """Open the store, recover pending work and start the engine's loops.
+
+        Raises:
+            EngineStateError: the engine was started before.
+            StoreError: the database is locked by another engine, corrupt, foreign or too new.
+        """
+        if self._life is not _Life.CREATED:
+            raise EngineStateError(f"an engine starts once; this one is {self._life.value} (make a new Engine)")
+        self._life = _Life.STARTING
+        try:
+            await self._store.open()
+        except BaseException:
+            self._life = _Life.STOPPED
+            raise
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            thread_limiter = anyio.CapacityLimiter(self._thread_limit)
+            self._timers = TimerService(self._deliver)
+            self._dispatcher = Dispatcher(
+                store=self._store,
+                tg=tg,
+                pools=self._pools,
+                schedule=self._timers.add,
+                on_finished=self._finished,
+                batch=self._batch,
+                mailbox_bound=self._mailbox_bound,
+            )
+            for name, definition in self._definitions.items():
+                self._pools[name] = TaskPool(
+                    definition, tg, self._dispatcher.task_finished, self._refill, thread_limiter
+                )
+            tg.start_soon(self._store.run_writer, name="store writer")
+            await self._recover()
+            tg.start_soon(self._timers.run, name="timers")
+        except BaseException:
+            tg.cancel_scope.cancel()
+            await self._close_group(None)
+            raise
+        self._life = _Life.RUNNING
+        log.info("engine started on %s", self.url)
+
+    async def _recover(self) -> None:
+        """Redeliver whatever the outbox holds: it is all pending work."""
+        assert self._timers is not None
+        rows = await self._store.pending_messages()
+        now = time.time()
+        for workflow_id, message in rows:
+            if message.deliver_at is not None and message.deliver_at > now:
+                self._timers.add(workflow_id, message)
+            else:
+                self._deliver(workflow_id, message)
+        if rows:
+            log.info("recovered %d pending messages", len(rows))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop intake, let running tasks finish within ``grace`` seconds, then cancel them.
+
+        Tasks the engine cancels record no result and run again on the next start.
+        """
+        await self._stop(self._stop_grace if grace is None else grace, None)
+
+    async def _stop(self, grace: float, user_exc: BaseException | None) -> None:
+        if self._life is _Life.STOPPED:
+            return
+        if self._life is not _Life.RUNNING:
+            raise EngineStateError(f"stop() on an engine that is {self._life.value}")
+        self._life = _Life.STOPPING
+        tg, dispatcher = self._tg, self._dispatcher
+        assert tg is not None and dispatcher is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                for pool in self._pools.values():
+                    pool.drain()
+                with anyio.move_on_after(grace):
+                    for pool in self._pools.values():
+                        await pool.wait_idle()
+                dispatcher.accept_dispatch = False
+                for pool in self._pools.values():
+                    pool.cancel_all()
+                with anyio.move_on_after(max(grace, 5.0)):
+                    for pool in self._pools.values():
+                        await pool.wait_idle()
+                    await dispatcher.wait_quiet()
+                    await self._store.flush()
+        finally:
+            tg.cancel_scope.cancel()
+            await self._close_group(user_exc)
+        log.info("engine stopped")
+
+    async def _close_group(self, user_exc: BaseException | None) -> None:
+        tg = self._tg
+        self._tg = None
+        self._life = _Life.STOPPED
+        try:
+            if tg is not None:
+                exc_type = type(user_exc) if user_exc is not None else None
+                tb = user_exc.__traceback__ if user_exc is not None else None
+                await tg.__aexit__(exc_type, user_exc, tb)
+        except BaseExceptionGroup as group:
+            errors = group.exceptions
+            first = errors[0] if len(errors) == 1 else group
+            raise StabilizeError(f"the engine failed: {first!r}") from group
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._store.close()
+            for event in self._waiters.values():
+                event.set()
+
+    def _require_running(self) -> Dispatcher:
+        if self._life is not _Life.RUNNING or self._dispatcher is None:
+            raise EngineStateError(f"the engine is {self._life.value}; use it inside `async with engine`")
+        return self._dispatcher
+
+    # submit ------------------------------------------------------------------
+    async def submit(
+        self,
+        workflow: Workflow,
+        *,
+        context: Mapping[str, Any] | None = None,
+        workflow_id: str | None = None,
+    ) -> WorkflowRun:
+        """Start a new run of ``workflow``; returns once it is durably committed.
+
+        ``context`` holds per-run inputs. A caller-supplied ``workflow_id`` makes
+        submit idempotent: the same id returns the existing run.
+
+        Raises:
+            DefinitionError: an unregistered task type or inputs msgspec cannot encode
+                (nothing is written).
+        """
+        dispatcher = self._require_running()
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"submit() takes a Workflow, not {type(workflow).__name__}")
+        for stage in workflow.stages:
+            for task in stage.tasks:
+                if task not in self._definitions:
+                    raise UnknownTaskError(
+                        f"stage {stage.ref_id!r}: task type {task!r} is not registered "
+                        f"(registered: {', '.join(sorted(self._definitions)) or 'none'})",
+                        stage=stage.ref_id,
+                    )
+        inputs = dict(context or {})
+        check_encodable(inputs, what="workflow context (inputs)")
+        if workflow_id is not None:
+            if await self._exists(workflow_id):
+                return WorkflowRun(self, workflow_id)
+        else:
+            workflow_id = _new_id()
+        state = _initial_state(workflow, workflow_id, inputs)
+        op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+        try:
+            await self._store.write(op)
+        except ConcurrencyError:
+            if await self._exists(workflow_id):
+                return WorkflowRun(self, workflow_id)
+            raise
+        dispatcher.deliver(workflow_id, StartWorkflow(), state=state)
+        return WorkflowRun(self, workflow_id)
+
+    async def _exists(self, workflow_id: str) -> bool:
+        if self._dispatcher is not None and self._dispatcher.live_state(workflow_id) is not None:
+            return True
+        return await self._store.load(workflow_id) is not None
+
+    def handle(self, workflow_id: str) -> WorkflowRun:
+        """A handle on an existing run (also one submitted by an earlier process)."""
+        return WorkflowRun(self, workflow_id)
+
+    # queries -----------------------------------------------------------------
+    async def get(self, workflow_id: str) -> WorkflowView:
+        """The current view of a run.
+
+        Raises:
+            WorkflowNotFound: no run has this id.
+        """
+        state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
+        if state is not None:
+            return view_of(state)
+        loaded = await self._store.load(workflow_id)
+        if loaded is None:
+            raise WorkflowNotFound(workflow_id)
+        return view_of(WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs)))
+
+    async def list(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        application: str | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowSummary]:
+        """Runs, newest first, optionally filtered by status and application."""
+        value = WorkflowStatus(status).value if status is not None else None
+        records = await self._store.list_workflows(status=value, application=application, limit=limit)
+        return [
+            WorkflowSummary(
+                workflow_id=r.id,
+                application=r.application,
+                name=r.name,
+                status=r.status,
+                created_at=r.created_at,
+                ended_at=r.ended_at,
+            )
+            for r in records
+        ]
+
+    async def _wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
+        event = self._waiters.get(workflow_id)
+        if event is None:
+            event = self._waiters[workflow_id] = anyio.Event()
+        try:
+            view = await self.get(workflow_id)
+            if view.status.is_complete:
+                return view
+            with anyio.fail_after(timeout):
+                await event.wait()
+            return await self.get(workflow_id)
+        finally:
+            if self._waiters.get(workflow_id) is event and event.is_set():
+                del self._waiters[workflow_id]
+
+    def _finished(self, state: WorkflowState) -> None:
+        log.info(
+            "workflow %s finished %s",
+            state.record.id,
+            state.record.status.value,
+            extra={"workflow_id": state.record.id},
+        )
+        event = self._waiters.pop(state.record.id, None)
+        if event is not None:
+            event.set()
+
+    # control -----------------------------------------------------------------
+    async def cancel(self, workflow_id: str, reason: str = "") -> WorkflowView:
+        """Cancel a run for real: its running task coroutines are cancelled and it ends CANCELED.
+
+        Idempotent: cancelling a finished run returns its view unchanged.
+        Returns the run's final view.
+        """
+        dispatcher = self._require_running()
+        view = await self.get(workflow_id)
+        if view.status.is_complete:
+            return view
+        message = CancelWorkflow(id="cancel", reason=reason)
+        try:
+            await self._store.write(Transition(workflow_id=workflow_id, emitted=[message]))
+        except ConcurrencyError:
+            pass  # a cancel is already pending for this run
+        else:
+            dispatcher.deliver(workflow_id, message)
+        return await self._wait(workflow_id, None)
+
+    # internals ---------------------------------------------------------------
+    def _deliver(self, workflow_id: str, message: Durable) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.deliver(workflow_id, message)
+
+    def _refill(self, pool: TaskPool) -> None:
+        """A pool that refused work has room again: read its pending rows back."""
+        if self._tg is not None:
+            self._tg.start_soon(self._refill_from_store, pool)
+
+    async def _refill_from_store(self, pool: TaskPool) -> None:
+        rows = await self._store.pending_runs(pool.definition.name, pool.options.backlog + pool.options.concurrency)
+        for workflow_id, message in rows:
+            self._deliver(workflow_id, message)
+
+    def statistics(self) -> EngineStatistics:
+        """Counters of the engine, its store, its actors and its pools."""
+        store = self._store.statistics()
+        mailboxes = self._dispatcher.statistics() if self._dispatcher is not None else None
+        return EngineStatistics(
+            state=self._life.value,
+            commits=store.commits,
+            transitions=store.transitions,
+            outbox_reads=store.outbox_reads,
+            bytes_written=store.bytes_written,
+            live_actors=mailboxes.live_actors if mailboxes is not None else 0,
+            timers_pending=self._timers.pending if self._timers is not None else 0,
+            store=store,
+            mailboxes=mailboxes,
+            pools=tuple(p.statistics() for p in self._pools.values()),
+        )
+
+    @property
+    def store(self) -> Store:
+        """The engine's store."""
+        return self._store
+
+
+def _new_id() -> str:
+    """A sortable unique id: milliseconds then randomness (ULID-like, hex)."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+def _initial_state(workflow: Workflow, workflow_id: str, inputs: dict[str, Any]) -> WorkflowState:
+    index = {s.ref_id: i for i, s in enumerate(workflow.stages)}
+    specs = [
+        StageSpec(
+            ref_id=s.ref_id,
+            index=i,
+            name=s.name,
+            tasks=s.tasks,
+            context=s.context,
+            requisites=tuple(sorted({index[r] for r in s.requisites})),
+            continue_on_failure=s.continue_on_failure,
+            fail_workflow=s.fail_workflow,
+            complete_other_branches_then_fail=s.complete_other_branches_then_fail,
+            timeout=s.timeout,
+            stage_timeout=s.stage_timeout,
+        )
+        for i, s in enumerate(workflow.stages)
+    ]
+    record = WorkflowRecord(
+        id=workflow_id,
+        application=workflow.application,
+        name=workflow.name,
+        inputs=inputs,
+        created_at=time.time(),
+    )
+    return WorkflowState(record, specs, [StageRun() for _ in specs])

@@ -1,0 +1,128 @@
+"""The exception tree of stabilize_aio.
+
+Every error the engine raises derives from :class:`StabilizeError`::
+
+    StabilizeError
+    ├── DefinitionError              a workflow definition is wrong (nothing was written)
+    │   ├── EmptyWorkflowError
+    │   ├── DuplicateStageError
+    │   ├── UnknownRequisiteError
+    │   ├── CycleError
+    │   ├── UnknownTaskError
+    │   └── EncodingError            a context or input msgspec cannot encode
+    ├── RegistrationError            a task registered twice, or after start
+    ├── EngineStateError             misuse of the lifecycle (stopped engine, not started…)
+    ├── WorkflowNotFound
+    ├── StoreError                   the database (driver errors are chained with ``from``)
+    │   ├── DatabaseLockedError      another engine runs on this SQLite file
+    │   ├── CorruptDatabaseError     not a database, or a damaged one
+    │   ├── ForeignDatabaseError     a database that is not ours
+    │   ├── SchemaTooNewError        written by a newer stabilize_aio
+    │   └── ConcurrencyError         a fenced write found another version
+    └── TransientError               raised by a task: retry me later
+
+:class:`TransientError` is the one a user raises: a task that raises it is retried
+with backoff. Any other exception from a task fails that task at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class StabilizeError(Exception):
+    """The base of every error raised by stabilize_aio."""
+
+
+class DefinitionError(StabilizeError):
+    """A workflow definition is invalid; the message names the stage and the problem."""
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class EmptyWorkflowError(DefinitionError):
+    """A workflow without stages."""
+
+
+class DuplicateStageError(DefinitionError):
+    """Two stages share a ref id."""
+
+
+class UnknownRequisiteError(DefinitionError):
+    """A stage depends on a ref id that no stage has (or on itself)."""
+
+
+class CycleError(DefinitionError):
+    """The requisites form a cycle."""
+
+
+class UnknownTaskError(DefinitionError):
+    """A stage names a task type that is not registered in the engine."""
+
+
+class EncodingError(DefinitionError):
+    """A context, input or output that msgspec cannot encode."""
+
+
+class RegistrationError(StabilizeError):
+    """A task registration is invalid (duplicate name, bad options, after start)."""
+
+
+class EngineStateError(StabilizeError):
+    """The engine is used outside its lifecycle (not started, stopped, restarted)."""
+
+
+class WorkflowNotFound(StabilizeError):  # noqa: N818 - the public name is fixed by the API
+    """No workflow has this id."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
+class StoreError(StabilizeError):
+    """The database failed or holds something we cannot use."""
+
+
+class DatabaseLockedError(StoreError):
+    """Another running engine holds this SQLite file."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The file is not a readable SQLite database."""
+
+
+class ForeignDatabaseError(StoreError):
+    """The database holds tables that stabilize_aio did not create."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer version of stabilize_aio."""
+
+
+class ConcurrencyError(StoreError):
+    """A fenced write found a row at another version or a consumed row missing."""
+
+
+class TransientError(StabilizeError):
+    """Raised by a task to be retried later with backoff.
+
+    Args:
+        message: what went wrong.
+        retry_after: seconds to wait at least before the next attempt.
+        context_update: merged into the stage context before the retry (a checkpoint).
+    """
+
+    def __init__(
+        self,
+        message: str = "transient failure",
+        *,
+        retry_after: float | None = None,
+        context_update: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.context_update = dict(context_update or {})

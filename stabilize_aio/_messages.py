@@ -1,0 +1,122 @@
+"""Every message, as msgspec tagged structs.
+
+Durable messages (:data:`Durable`) are outbox rows: committed with the state
+change that produced them, delivered in memory after that commit, deleted in the
+transaction of their effect. Their ids are deterministic (stage index,
+generation, task, attempt, poll), so a redelivery has the same id as the
+original. In-memory messages never reach the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._model import TaskResult
+from ._retry import RetryPolicy
+
+
+class StartWorkflow(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
+    """Written by submit: start the run."""
+
+    id: str = "start"
+    deliver_at: float | None = None
+
+
+class RunTask(msgspec.Struct, frozen=True, kw_only=True, tag="run"):
+    """A task run in flight or waiting (poll, retry backoff): lives until its result commits."""
+
+    id: str
+    stage: int
+    task: int
+    task_type: str
+    generation: int
+    attempt: int
+    deliver_at: float | None = None
+
+
+class StageTimeout(msgspec.Struct, frozen=True, kw_only=True, tag="stage_timeout"):
+    """Fires when a stage has run longer than its ``stage_timeout``."""
+
+    id: str
+    stage: int
+    generation: int
+    deliver_at: float | None = None
+
+
+class CancelWorkflow(msgspec.Struct, frozen=True, kw_only=True, tag="cancel"):
+    """A command from outside: cancel the run."""
+
+    id: str
+    reason: str = ""
+    deliver_at: float | None = None
+
+
+Durable = StartWorkflow | RunTask | StageTimeout | CancelWorkflow
+
+durable_encoder = msgspec.msgpack.Encoder()
+durable_decoder: msgspec.msgpack.Decoder[Durable] = msgspec.msgpack.Decoder(Durable)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An error recorded on a stage: small, size-capped, traceback kept."""
+
+    type: str
+    message: str
+    attempt: int = 0
+    transient: bool = False
+    traceback: str = ""
+
+    MESSAGE_CAP = 2_000
+    TRACEBACK_CAP = 8_000
+
+    @classmethod
+    def capped(
+        cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = ""
+    ) -> ErrorInfo:
+        """Build an ErrorInfo whose message and traceback are cut to their caps."""
+        return cls(
+            type=type[:200],
+            message=_cap(message, cls.MESSAGE_CAP),
+            attempt=attempt,
+            transient=transient,
+            traceback=_cap(traceback, cls.TRACEBACK_CAP),
+        )
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + "… [truncated]"
+
+
+class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a task call ended, as the pool reports it to the actor.
+
+    Exactly one of ``result`` and ``error`` is set. ``cancelled`` marks a call
+    the engine cancelled on a user's cancel or a stage timeout: its outcome is
+    dropped by the handler (the cancel already wrote the stage's fate).
+    """
+
+    result: TaskResult | None = None
+    error: ErrorInfo | None = None
+    retry_after: float | None = None
+    context_update: dict[str, Any] = {}
+    retry: RetryPolicy = RetryPolicy()
+    poll_interval: float = 1.0
+
+
+class TaskDone(msgspec.Struct, frozen=True, kw_only=True):
+    """In memory: the result of the task run ``run`` returns to its actor."""
+
+    run: RunTask
+    outcome: TaskOutcome
+
+
+class ParkTask(msgspec.Struct, frozen=True, kw_only=True):
+    """In memory: a RunTask whose task type this engine does not have."""
+
+    run: RunTask
+
+
+InMemory = TaskDone | ParkTask
+Message = Durable | InMemory

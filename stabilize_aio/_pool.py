@@ -1,0 +1,284 @@
+"""TaskPool: one per task type; a semaphore bulkhead, a bounded backlog, supervised calls.
+
+``offer`` never waits (DESIGN rule 9): a job takes a bulkhead slot if one is
+free, else a backlog place, else it is refused and its RunTask row simply stays
+pending in the store; the pool asks for such rows again once its backlog has
+drained (``refill``). Each call runs in its own cancel scope under
+``anyio.fail_after``; a call the engine cancels (user cancel, stage timeout,
+shutdown) reports nothing, so its row is either already consumed or redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._codec import check_encodable
+from ._errors import EncodingError, TransientError
+from ._messages import ErrorInfo, RunTask, TaskDone, TaskOutcome
+from ._model import TaskResult
+from ._registry import TaskDefinition
+from ._views import StageView
+
+log = logging.getLogger("stabilize_aio.pool")
+
+
+class Job:
+    """One task call waiting for or holding a bulkhead slot."""
+
+    __slots__ = ("run", "scope", "timeout", "view", "workflow_id")
+
+    def __init__(self, workflow_id: str, run: RunTask, view: StageView, timeout: float) -> None:
+        self.workflow_id = workflow_id
+        self.run = run
+        self.view = view
+        self.timeout = timeout
+        self.scope: anyio.CancelScope | None = None
+
+
+class PoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A pool's counters."""
+
+    task_type: str
+    concurrency: int
+    active: int
+    queued: int
+    rejected: int
+    completed: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    crashed: int
+
+
+Report = Callable[[Job, TaskDone | None], None]
+
+
+class TaskPool:
+    """The supervised worker pool of one task type."""
+
+    def __init__(
+        self,
+        definition: TaskDefinition,
+        tg: anyio.abc.TaskGroup,
+        report: Report,
+        refill: Callable[[TaskPool], None],
+        thread_limiter: anyio.CapacityLimiter,
+    ) -> None:
+        self.definition = definition
+        self.options = definition.options
+        self.limiter = anyio.CapacityLimiter(self.options.concurrency)
+        self._tg = tg
+        self._report = report
+        self._refill = refill
+        self._threads = thread_limiter
+        self._backlog: deque[Job] = deque()
+        self._running: dict[str, Job] = {}
+        self._known: set[str] = set()
+        self.overflowed = False
+        self.draining = False
+        self.rejected = self.completed = self.failed = self.timed_out = 0
+        self.cancelled = self.crashed = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskPool {self.definition.name!r} active={len(self._running)}/"
+            f"{self.options.concurrency} queued={len(self._backlog)}>"
+        )
+
+    def offer(self, job: Job) -> bool:
+        """Take a job without waiting; False if it must stay pending in the store."""
+        if job.run.id in self._known:
+            return True
+        if self.draining:
+            return False
+        if not self._backlog and self._try_start(job):
+            return True
+        if len(self._backlog) < self.options.backlog:
+            self._backlog.append(job)
+            self._known.add(job.run.id)
+            return True
+        self.rejected += 1
+        self.overflowed = True
+        return False
+
+    def _try_start(self, job: Job) -> bool:
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(job)
+        except anyio.WouldBlock:
+            return False
+        self._known.add(job.run.id)
+        self._running[job.run.id] = job
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._tg.start_soon(self._run, job, name=f"task {self.definition.name} {job.run.id}")
+        return True
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a running call or drop a queued one; True if it was here."""
+        job = self._running.get(run_id)
+        if job is not None:
+            if job.scope is not None:
+                job.scope.cancel()
+            return True
+        for queued in self._backlog:
+            if queued.run.id == run_id:
+                self._backlog.remove(queued)
+                self._known.discard(run_id)
+                return True
+        return False
+
+    def drain(self) -> list[Job]:
+        """Stop starting calls; return the queued jobs (their rows stay pending)."""
+        self.draining = True
+        dropped = list(self._backlog)
+        self._backlog.clear()
+        for job in dropped:
+            self._known.discard(job.run.id)
+        return dropped
+
+    def cancel_all(self) -> None:
+        """Cancel every running call (shutdown: they report nothing)."""
+        for job in list(self._running.values()):
+            if job.scope is not None:
+                job.scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Wait until no call runs."""
+        await self._idle.wait()
+
+    @property
+    def active(self) -> int:
+        """Calls running now."""
+        return len(self._running)
+
+    async def _run(self, job: Job) -> None:
+        done: TaskDone | None = None
+        try:
+            done = await self._call(job)
+        except Exception:  # a bug of ours, not the task's: count it, report a failure
+            self.crashed += 1
+            log.exception("task pool %s crashed on %s", self.definition.name, job.run.id)
+            error = ErrorInfo.capped(
+                "EngineError", traceback.format_exc(), attempt=job.run.attempt, transient=True
+            )
+            done = TaskDone(run=job.run, outcome=self._outcome(error=error))
+        finally:
+            self._running.pop(job.run.id, None)
+            self._known.discard(job.run.id)
+            self.limiter.release_on_behalf_of(job)
+            self._start_backlog()
+            if not self._running:
+                self._idle.set()
+        self._report(job, done)
+
+    def _start_backlog(self) -> None:
+        while self._backlog and not self.draining:
+            job = self._backlog[0]
+            self._known.discard(job.run.id)
+            if not self._try_start(job):
+                self._known.add(job.run.id)
+                return
+            self._backlog.popleft()
+        if self.overflowed and not self._backlog and not self.draining:
+            self.overflowed = False
+            self._refill(self)
+
+    async def _call(self, job: Job) -> TaskDone | None:
+        view = job.view
+        extra = {"workflow_id": job.workflow_id, "stage": view.ref_id, "task": view.task, "attempt": view.attempt}
+        log.debug("task started", extra=extra)
+        with anyio.CancelScope() as scope:
+            job.scope = scope
+            try:
+                with anyio.fail_after(job.timeout):
+                    if self.definition.is_async:
+                        value = await self.definition.call(view)  # type: ignore[misc]
+                    else:
+                        value = await anyio.to_thread.run_sync(
+                            self.definition.call, view, limiter=self._threads
+                        )
+                return TaskDone(run=job.run, outcome=self._check_result(job, value))
+            except TimeoutError:
+                self.timed_out += 1
+                log.warning("task timed out after %ss", job.timeout, extra=extra)
+                error = ErrorInfo.capped(
+                    "TaskTimeout",
+                    f"stage {view.ref_id!r}: task {view.task!r} timed out after {job.timeout}s",
+                    attempt=view.attempt,
+                    transient=True,
+                )
+                return TaskDone(run=job.run, outcome=self._outcome(error=error))
+            except TransientError as exc:
+                self.failed += 1
+                log.info("task raised a transient error: %s", exc, extra=extra)
+                error = _error_info(exc, view.attempt, transient=True)
+                return TaskDone(
+                    run=job.run,
+                    outcome=self._outcome(
+                        error=error, retry_after=exc.retry_after, context_update=exc.context_update
+                    ),
+                )
+            except Exception as exc:
+                self.failed += 1
+                log.warning("task failed: %r", exc, extra=extra)
+                return TaskDone(run=job.run, outcome=self._outcome(error=_error_info(exc, view.attempt, transient=False)))
+        self.cancelled += 1
+        log.info("task cancelled by the engine", extra=extra)
+        return None
+
+    def _check_result(self, job: Job, value: Any) -> TaskOutcome:
+        view = job.view
+        if not isinstance(value, TaskResult):
+            error = ErrorInfo.capped(
+                "TypeError",
+                f"stage {view.ref_id!r}: task {view.task!r} returned {type(value).__name__}, not TaskResult",
+                attempt=view.attempt,
+                transient=False,
+            )
+            self.failed += 1
+            return self._outcome(error=error)
+        try:
+            check_encodable(value.outputs, what="outputs", stage=view.ref_id)
+            check_encodable(value.context, what="context update", stage=view.ref_id)
+        except EncodingError as exc:
+            self.failed += 1
+            return self._outcome(error=_error_info(exc, view.attempt, transient=False))
+        self.completed += 1
+        return self._outcome(result=value)
+
+    def _outcome(self, **kwargs: Any) -> TaskOutcome:
+        return TaskOutcome(retry=self.options.retry, poll_interval=self.options.poll_interval, **kwargs)
+
+    def statistics(self) -> PoolStatistics:
+        """Counters of this pool."""
+        return PoolStatistics(
+            task_type=self.definition.name,
+            concurrency=self.options.concurrency,
+            active=len(self._running),
+            queued=len(self._backlog),
+            rejected=self.rejected,
+            completed=self.completed,
+            failed=self.failed,
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+            crashed=self.crashed,
+        )
+
+
+def _error_info(exc: BaseException, attempt: int, *, transient: bool) -> ErrorInfo:
+    return ErrorInfo.capped(
+        type(exc).__name__,
+        str(exc) or repr(exc),
+        attempt=attempt,
+        transient=transient,
+        traceback="".join(traceback.format_exception(exc)),
+    )

@@ -1,0 +1,86 @@
+"""Task types: what a registration holds, and the :class:`Task` base class."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Union
+
+import msgspec
+
+from ._errors import RegistrationError
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._model import TaskResult
+    from ._views import StageView
+
+
+class Task(ABC):
+    """A class-based task: implement ``execute`` (``async def`` or plain ``def``)."""
+
+    @abstractmethod
+    def execute(self, stage: StageView) -> Awaitable[TaskResult] | TaskResult:
+        """Run once for a stage and return a TaskResult."""
+
+
+TaskCallable = Callable[["StageView"], Union[Awaitable["TaskResult"], "TaskResult"]]
+
+
+class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Per task type settings, given at registration.
+
+    Attributes:
+        concurrency: the bulkhead: at most this many calls run at once.
+        backlog: calls held in memory beyond that; past it, work waits in the store.
+        timeout: seconds one call may take (cancelled for real; retried as transient).
+        retry: the policy for transient errors and timeouts.
+        poll_interval: seconds between calls of a task that returned ``running``.
+    """
+
+    concurrency: int = 100
+    backlog: int = 10_000
+    timeout: float = 300.0
+    retry: RetryPolicy = RetryPolicy()
+    poll_interval: float = 1.0
+
+
+class TaskDefinition:
+    """A registered task type: its callable, whether it is sync, and its options."""
+
+    __slots__ = ("call", "is_async", "name", "options")
+
+    def __init__(self, name: str, call: TaskCallable, is_async: bool, options: TaskOptions) -> None:
+        self.name = name
+        self.call = call
+        self.is_async = is_async
+        self.options = options
+
+    def __repr__(self) -> str:
+        kind = "async" if self.is_async else "sync"
+        return f"<TaskDefinition {self.name!r} {kind} concurrency={self.options.concurrency}>"
+
+
+def make_definition(name: str, task: Any, **options: Any) -> TaskDefinition:
+    """Build a TaskDefinition from a function, a Task instance or a Task class."""
+    if not isinstance(name, str) or not name:
+        raise RegistrationError(f"a task type needs a non-empty name, got {name!r}")
+    try:
+        opts = TaskOptions(**{k: v for k, v in options.items() if v is not None})
+    except TypeError as exc:
+        raise RegistrationError(f"task {name!r}: {exc}") from exc
+    if opts.concurrency < 1 or opts.backlog < 0 or opts.timeout <= 0 or opts.poll_interval < 0:
+        raise RegistrationError(
+            f"task {name!r}: concurrency must be >= 1, backlog >= 0, timeout > 0, poll_interval >= 0"
+        )
+    if isinstance(task, type) and issubclass(task, Task):
+        task = task()
+    if isinstance(task, Task):
+        call: TaskCallable = task.execute
+    elif callable(task):
+        call = task
+    else:
+        raise RegistrationError(f"task {name!r}: {task!r} is neither a callable nor a Task")
+    is_async = inspect.iscoroutinefunction(call)
+    return TaskDefinition(name, call, is_async, opts)

@@ -1,0 +1,125 @@
+"""Read-only views handed to tasks and returned by queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from ._messages import ErrorInfo
+from ._state import WorkflowState
+from ._status import WorkflowStatus
+
+
+class StageView(msgspec.Struct, frozen=True, kw_only=True):
+    """What a task receives: one call of one task of one stage.
+
+    Attributes:
+        ref_id: the stage's ref id.
+        workflow_id: the run's id.
+        context: read-only: the run's inputs, under the outputs of all ancestors
+            (declaration order), under the stage's own context, under the
+            outputs and context updates of this stage's earlier calls.
+        attempt: 1 on the first call, +1 per retry after an error or timeout
+            (``running`` polls keep it).
+        idempotency_key: stable across retries and crash redeliveries of this
+            task run; send it with side effects so a repeated call is harmless.
+        task: the task type being run.
+        name: the stage's name.
+    """
+
+    ref_id: str
+    workflow_id: str
+    context: Mapping[str, Any]
+    attempt: int
+    idempotency_key: str
+    task: str = ""
+    name: str = ""
+
+
+class StageInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A stage of a workflow run, as read."""
+
+    ref_id: str
+    name: str
+    status: WorkflowStatus
+    context: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    error: ErrorInfo | None
+    attempt: int
+    started_at: float | None
+    ended_at: float | None
+
+
+class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of ``engine.list()``."""
+
+    workflow_id: str
+    application: str
+    name: str
+    status: WorkflowStatus
+    created_at: float
+    ended_at: float | None
+
+
+class WorkflowView(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow run, as read: status, stages and merged outputs."""
+
+    workflow_id: str
+    application: str
+    name: str
+    status: WorkflowStatus
+    inputs: Mapping[str, Any]
+    stages: tuple[StageInfo, ...]
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    cancel_reason: str | None
+
+    def stage(self, ref_id: str) -> StageInfo:
+        """The stage with this ref id (raises KeyError)."""
+        for s in self.stages:
+            if s.ref_id == ref_id:
+                return s
+        raise KeyError(ref_id)
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """The outputs of all stages merged, in declaration order."""
+        merged: dict[str, Any] = {}
+        for s in self.stages:
+            merged.update(s.outputs)
+        return MappingProxyType(merged)
+
+
+def view_of(state: WorkflowState) -> WorkflowView:
+    """Build a WorkflowView from a workflow's state."""
+    r = state.record
+    stages = tuple(
+        StageInfo(
+            ref_id=spec.ref_id,
+            name=spec.name,
+            status=run.status,
+            context=MappingProxyType(state.stage_context(spec.index)),
+            outputs=MappingProxyType(dict(run.outputs)),
+            error=run.error,
+            attempt=run.attempt,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+        )
+        for spec, run in zip(state.specs, state.runs, strict=True)
+    )
+    return WorkflowView(
+        workflow_id=r.id,
+        application=r.application,
+        name=r.name,
+        status=r.status,
+        inputs=MappingProxyType(dict(r.inputs)),
+        stages=stages,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        cancel_reason=r.cancel_reason,
+    )

@@ -1,0 +1,255 @@
+"""The Store contract every backend implements, and the group writer they share.
+
+A store persists workflows, stages and the outbox. Writes arrive as *ops*
+(a new workflow, or one actor turn's :class:`~stabilize_aio._state.Transition`)
+and are grouped: the writer takes everything queued, commits it in one
+transaction with one statement batch per table, and wakes each op's caller.
+If a group fails its fences (a consumed row already gone, a row at another
+version), it is rolled back and replayed op by op so only the offending op is
+refused with :class:`~stabilize_aio.ConcurrencyError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from .._errors import ConcurrencyError, StoreError
+from .._messages import Durable
+from .._state import StageRun, StageSpec, Transition, WorkflowRecord
+
+
+class NewWorkflow(msgspec.Struct, kw_only=True):
+    """An op: insert a submitted workflow, its stages and its start row."""
+
+    record: WorkflowRecord
+    specs: list[StageSpec]
+    runs: list[StageRun]
+    start: Durable
+
+
+Op = NewWorkflow | Transition
+
+
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of a store since it opened."""
+
+    commits: int
+    transitions: int
+    workflows_inserted: int
+    outbox_reads: int
+    bytes_written: int
+    groups_replayed: int
+    largest_group: int
+    queued: int
+
+
+class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow as read from the store."""
+
+    record: WorkflowRecord
+    specs: list[StageSpec]
+    runs: list[StageRun]
+
+
+class _Pending:
+    __slots__ = ("done", "error", "op")
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class Store(ABC):
+    """The persistence contract (SQLite now; PostgreSQL implements the same)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[_Pending] = deque()
+        self._wake = anyio.Event()
+        self.commits = 0
+        self.transitions = 0
+        self.workflows_inserted = 0
+        self.outbox_reads = 0
+        self.bytes_written = 0
+        self.groups_replayed = 0
+        self.largest_group = 0
+        self.max_group = 500
+
+    # lifecycle ---------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Check, lock and migrate the database; raise a StoreError subclass if unusable."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections and release locks (idempotent)."""
+
+    # writes ------------------------------------------------------------------
+    async def write(self, op: Op) -> None:
+        """Queue ``op`` for the next group commit and wait until it is durable.
+
+        Raises:
+            ConcurrencyError: the op's fence failed (it was not written).
+            StoreError: the database failed.
+        """
+        pending = _Pending(op)
+        self._queue.append(pending)
+        self._wake.set()
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    async def run_writer(self) -> None:
+        """The group writer loop; runs in the engine's task group until cancelled."""
+        while True:
+            if not self._queue:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            group: list[_Pending] = []
+            while self._queue and len(group) < self.max_group:
+                group.append(self._queue.popleft())
+            self.largest_group = max(self.largest_group, len(group))
+            with anyio.CancelScope(shield=True):
+                await self._commit_group(group)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        while self._queue:
+            await anyio.sleep(0)
+            if self._queue:
+                last = self._queue[-1]
+                await last.done.wait()
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            await self._write_ops([p.op for p in group])
+        except ConcurrencyError:
+            self.groups_replayed += 1
+            for p in group:
+                try:
+                    await self._write_ops([p.op])
+                except StoreError as exc:
+                    p.error = exc
+                self._count([p])
+                p.done.set()
+            return
+        except StoreError as exc:
+            for p in group:
+                p.error = exc
+                p.done.set()
+            return
+        self._count(group)
+        for p in group:
+            p.done.set()
+
+    def _count(self, group: Sequence[_Pending]) -> None:
+        for p in group:
+            if p.error is None:
+                if isinstance(p.op, NewWorkflow):
+                    self.workflows_inserted += 1
+                else:
+                    self.transitions += 1
+
+    @abstractmethod
+    async def _write_ops(self, ops: Sequence[Op]) -> None:
+        """Write ops in ONE transaction; raise ConcurrencyError if a fence fails (rolled back)."""
+
+    # reads -------------------------------------------------------------------
+    @abstractmethod
+    async def load(self, workflow_id: str) -> LoadedWorkflow | None:
+        """Read one workflow with its stages, or None."""
+
+    @abstractmethod
+    async def pending_messages(self) -> list[tuple[str, Durable]]:
+        """Every outbox row (recovery at start): (workflow id, message)."""
+
+    @abstractmethod
+    async def pending_runs(self, task_type: str, limit: int) -> list[tuple[str, Durable]]:
+        """Due RunTask rows of one task type, oldest first (a pool refilling after overflow)."""
+
+    @abstractmethod
+    async def list_workflows(
+        self, *, status: str | None, application: str | None, limit: int
+    ) -> list[WorkflowRecord]:
+        """Workflow records, newest first, filtered."""
+
+    def statistics(self) -> StoreStatistics:
+        """Counters since open."""
+        return StoreStatistics(
+            commits=self.commits,
+            transitions=self.transitions,
+            workflows_inserted=self.workflows_inserted,
+            outbox_reads=self.outbox_reads,
+            bytes_written=self.bytes_written,
+            groups_replayed=self.groups_replayed,
+            largest_group=self.largest_group,
+            queued=len(self._queue),
+        )
+
+
+def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Flatten ops into per-statement parameter rows (shared by the SQL stores)."""
+    out: dict[str, list[tuple[Any, ...]]] = {
+        "wf_insert": [],
+        "stage_insert": [],
+        "wf_update": [],
+        "stage_update": [],
+        "outbox_delete": [],
+        "outbox_insert": [],
+    }
+    for op in ops:
+        if isinstance(op, NewWorkflow):
+            r = op.record
+            out["wf_insert"].append(
+                (r.id, r.application, r.name, r.status.value, r.version, r.created_at, r.ended_at, enc(r))
+            )
+            for spec, run in zip(op.specs, op.runs, strict=True):
+                out["stage_insert"].append(
+                    (r.id, spec.index, spec.ref_id, run.status.value, run.version, enc(spec), enc(run))
+                )
+            out["outbox_insert"].append(_outbox_row(r.id, op.start, enc))
+            continue
+        wid = op.workflow_id
+        if op.workflow is not None:
+            r = op.workflow
+            out["wf_update"].append((r.status.value, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
+        for idx, run in op.stages.items():
+            out["stage_update"].append((run.status.value, run.version, enc(run), wid, idx, _base_version(op, idx)))
+        for mid in op.consumed:
+            out["outbox_delete"].append((wid, mid))
+        for msg in op.emitted:
+            out["outbox_insert"].append(_outbox_row(wid, msg, enc))
+    return out
+
+
+def _base_version(op: Transition, idx: int) -> int:
+    """The version the stage row must have before this turn (fence)."""
+    base = op.base_versions.get(idx)
+    if base is None:
+        raise StoreError(f"transition for {op.workflow_id!r} lacks the base version of stage {idx}")
+    return base
+
+
+def _outbox_row(wid: str, msg: Durable, enc: Any) -> tuple[Any, ...]:
+    task_type = getattr(msg, "task_type", None)
+    return (wid, msg.id, msg.deliver_at, type(msg).__name__, task_type, enc(msg))
+
+
+def row_bytes(rows: dict[str, list[tuple[Any, ...]]]) -> int:
+    """Approximate bytes a batch writes: the sizes of its text and blob parameters."""
+    total = 0
+    for batch in rows.values():
+        for row in batch:
+            for v in row:
+                if isinstance(v, bytes | str):
+                    total += len(v)
+                elif v is not None:
+                    total += 8
+    return total

@@ -1,0 +1,293 @@
+"""The embedded store: SQLite through aiosqlite, WAL mode, one writer connection.
+
+* An OS lock (``flock`` on ``<file>.lock``) refuses a second running engine on
+  the same file; the kernel frees it the instant the holding process dies.
+* Before anything is written the file is checked: a corrupt file, a foreign
+  SQLite database and one from a newer schema each raise a named error and are
+  left byte-identical.
+* Writes are group commits: per group ``BEGIN``, one ``executemany`` per
+  statement, fence checks on the row counts, ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from .._errors import (
+    ConcurrencyError,
+    CorruptDatabaseError,
+    DatabaseLockedError,
+    ForeignDatabaseError,
+    SchemaTooNewError,
+    StoreError,
+)
+from .._messages import Durable, durable_decoder
+from .._state import StageRun, StageSpec, WorkflowRecord
+from ._base import LoadedWorkflow, Op, Store, row_bytes, rows_for
+
+APP_ID = "stabilize_aio"
+_enc = msgspec.msgpack.Encoder().encode
+_dec_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
+_dec_spec = msgspec.msgpack.Decoder(StageSpec).decode
+_dec_run = msgspec.msgpack.Decoder(StageRun).decode
+
+_SQL = {
+    "wf_insert": "INSERT INTO workflows (id, application, name, status, version, created_at, ended_at, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "stage_insert": "INSERT INTO stages (workflow_id, idx, ref_id, status, version, spec, run)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "wf_update": "UPDATE workflows SET status = ?, version = ?, ended_at = ?, body = ?"
+    " WHERE id = ? AND version = ?",
+    "stage_update": "UPDATE stages SET status = ?, version = ?, run = ?"
+    " WHERE workflow_id = ? AND idx = ? AND version = ?",
+    "outbox_delete": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
+    "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
+    " VALUES (?, ?, ?, ?, ?, ?)",
+}
+_FENCED = ("wf_update", "stage_update", "outbox_delete")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered SQLite migrations shipped with the package, in order."""
+    folder = resources.files("stabilize_aio.store").joinpath("sql", "sqlite")
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(out)
+
+
+SCHEMA_VERSION = max(n for n, _ in migrations())
+
+
+class SqliteStore(Store):
+    """A store on one SQLite file.
+
+    Args:
+        path: the database file (created if missing).
+        synchronous: SQLite's ``synchronous`` pragma: ``"FULL"`` (an fsync per
+            group commit: survives power loss) or ``"NORMAL"`` (survives a
+            process crash; faster).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        super().__init__()
+        self.path = Path(path)
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self._lock_fd: int | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {str(self.path)!r} open={self._writer is not None}>"
+
+    # lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        self._acquire_lock()
+        try:
+            await self._check_file()
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def _acquire_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseLockedError(
+                f"another engine is running on {str(self.path)!r} (pid {holder}); "
+                "one SQLite file takes one running engine"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    async def _check_file(self) -> None:
+        """Refuse corrupt, foreign and newer files without writing a byte to them."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        uri = f"file:{self.path}?mode=ro"
+        try:
+            async with aiosqlite.connect(uri, uri=True) as conn:
+                tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables:
+                    return
+                if "stabilize_meta" not in tables:
+                    raise ForeignDatabaseError(
+                        f"{str(self.path)!r} is an SQLite database of something else "
+                        f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
+                    )
+                meta = dict(await conn.execute_fetchall("SELECT key, value FROM stabilize_meta"))  # type: ignore[arg-type]
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDatabaseError(f"{str(self.path)!r} is not a usable SQLite database: {exc}") from exc
+        if meta.get("app") != APP_ID:
+            raise ForeignDatabaseError(f"{str(self.path)!r} was not written by {APP_ID}")
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"{str(self.path)!r} has schema version {version}; this stabilize_aio knows up to "
+                f"{SCHEMA_VERSION}: upgrade the package"
+            )
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            await conn.execute("PRAGMA busy_timeout = 10000")
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDatabaseError(f"cannot open {str(self.path)!r}: {exc}") from exc
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        rows = await conn.execute_fetchall(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stabilize_meta'"
+        )
+        current = 0
+        if rows:
+            got = await conn.execute_fetchall("SELECT value FROM stabilize_meta WHERE key = 'schema_version'")
+            current = int(next(iter(got))[0]) if got else 0
+        for number, sql in migrations():
+            if number <= current:
+                continue
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO stabilize_meta (key, value) VALUES ('app', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (APP_ID,),
+                )
+                await conn.execute(
+                    "INSERT INTO stabilize_meta (key, value) VALUES ('schema_version', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    # writes ------------------------------------------------------------------
+    async def _write_ops(self, ops: Sequence[Op]) -> None:
+        conn = self._conn(self._writer)
+        rows = rows_for(ops, _enc)
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for key in ("wf_insert", "stage_insert", "wf_update", "stage_update", "outbox_delete", "outbox_insert"):
+                    batch = rows[key]
+                    if not batch:
+                        continue
+                    cur = await conn.executemany(_SQL[key], batch)
+                    if key in _FENCED and cur.rowcount != len(batch):
+                        raise ConcurrencyError(
+                            f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched"
+                        )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            raise ConcurrencyError(f"duplicate row: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite write failed on {str(self.path)!r}: {exc}") from exc
+        self.commits += 1
+        self.bytes_written += row_bytes(rows)
+
+    # reads -------------------------------------------------------------------
+    def _conn(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if conn is None:
+            raise StoreError("the store is not open")
+        return conn
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return list(await self._conn(self._reader).execute_fetchall(sql, params))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite read failed on {str(self.path)!r}: {exc}") from exc
+
+    async def load(self, workflow_id: str) -> LoadedWorkflow | None:
+        rows = await self._fetch("SELECT body FROM workflows WHERE id = ?", (workflow_id,))
+        if not rows:
+            return None
+        record = _dec_record(rows[0][0])
+        stage_rows = await self._fetch(
+            "SELECT spec, run FROM stages WHERE workflow_id = ? ORDER BY idx", (workflow_id,)
+        )
+        specs = [_dec_spec(r[0]) for r in stage_rows]
+        runs = [_dec_run(r[1]) for r in stage_rows]
+        return LoadedWorkflow(record=record, specs=specs, runs=runs)
+
+    async def pending_messages(self) -> list[tuple[str, Durable]]:
+        self.outbox_reads += 1
+        rows = await self._fetch("SELECT workflow_id, body FROM outbox ORDER BY deliver_at")
+        return [(r[0], durable_decoder.decode(r[1])) for r in rows]
+
+    async def pending_runs(self, task_type: str, limit: int) -> list[tuple[str, Durable]]:
+        self.outbox_reads += 1
+        rows = await self._fetch(
+            "SELECT workflow_id, body FROM outbox WHERE task_type = ? AND deliver_at IS NULL LIMIT ?",
+            (task_type, limit),
+        )
+        return [(r[0], durable_decoder.decode(r[1])) for r in rows]
+
+    async def list_workflows(
+        self, *, status: str | None, application: str | None, limit: int
+    ) -> list[WorkflowRecord]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if application is not None:
+            where.append("application = ?")
+            params.append(application)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetch(
+            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+            [*params, limit],
+        )
+        return [_dec_record(r[0]) for r in rows]
+
+    async def table_counts(self) -> dict[str, int]:
+        """Row counts per table (for tests and the CLI)."""
+        out = {}
+        for table in ("workflows", "stages", "outbox"):
+            rows = await self._fetch(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+            out[table] = int(rows[0][0])
+        return out
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
