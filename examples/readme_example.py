@@ -1,4 +1,5 @@
 import anyio
+
 from stabilize_aio import Engine, Stage, TaskResult, Workflow, WorkflowStatus
 
 engine = Engine("sqlite:///pipeline.db")  # Engine() alone uses ./stabilize.db

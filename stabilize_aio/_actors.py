@@ -196,7 +196,7 @@ class Dispatcher:
         for run_id in t.cancel_runs:
             actor.inflight.discard(run_id)
             for pool in self._pools.values():
-                if pool.cancel(run_id):
+                if pool.cancel((actor.workflow_id, run_id)):
                     break
         for run in t.dispatch:
             self._dispatch(actor, state, run)

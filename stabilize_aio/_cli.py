@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--workflows", type=int, default=3, help="how many runs to submit")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the engine's logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s"
+    )
     if args.command == "demo":
         return anyio.run(_demo.run, args.db, args.workflows)
     return 2  # pragma: no cover - argparse rejects other commands

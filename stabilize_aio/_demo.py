@@ -77,6 +77,7 @@ async def run(db: str, count: int) -> int:
     print()
     for view in finals:
         retries = sum(s.attempt - 1 for s in view.stages)
-        print(f"{view.workflow_id}: {view.status.value} total={view.stage('report').outputs.get('total')} retries={retries}")
+        total = view.stage("report").outputs.get("total")
+        print(f"{view.workflow_id}: {view.status.value} total={total} retries={retries}")
     print(f"done in {elapsed:.2f}s")
     return 0 if all(v.status is WorkflowStatus.SUCCEEDED for v in finals) else 1

@@ -279,7 +279,8 @@ class Engine:
             raise EngineStateError(f"stop() on an engine that is {self._life.value}")
         self._life = _Life.STOPPING
         tg, dispatcher = self._tg, self._dispatcher
-        assert tg is not None and dispatcher is not None
+        assert tg is not None
+        assert dispatcher is not None
         try:
             with anyio.CancelScope(shield=True):
                 for pool in self._pools.values():

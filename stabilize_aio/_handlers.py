@@ -112,10 +112,7 @@ def _maybe_complete(turn: Turn) -> None:
     if S.TERMINAL in statuses:
         final = S.TERMINAL
     elif S.STOPPED in statuses:
-        fail = any(
-            run.status is S.STOPPED and turn.spec(i).complete_other_branches_then_fail
-            for i, run in turn.runs()
-        )
+        fail = any(run.status is S.STOPPED and turn.spec(i).complete_other_branches_then_fail for i, run in turn.runs())
         final = S.TERMINAL if fail else S.SUCCEEDED
     elif S.CANCELED in statuses:
         final = S.CANCELED
@@ -134,9 +131,7 @@ def _start_stage(turn: Turn, i: int) -> None:
     if spec.stage_timeout is not None:
         timer_id = f"t{i}.{run.generation}"
         turn.emit(
-            StageTimeout(
-                id=timer_id, stage=i, generation=run.generation, deliver_at=turn.now + spec.stage_timeout
-            )
+            StageTimeout(id=timer_id, stage=i, generation=run.generation, deliver_at=turn.now + spec.stage_timeout)
         )
     turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
     if not spec.tasks:

@@ -72,9 +72,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     TRACEBACK_CAP = 8_000
 
     @classmethod
-    def capped(
-        cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = ""
-    ) -> ErrorInfo:
+    def capped(cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = "") -> ErrorInfo:
         """Build an ErrorInfo whose message and traceback are cut to their caps."""
         return cls(
             type=type[:200],

@@ -76,9 +76,7 @@ class Stage:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
         if task is not None and tasks is not None:
-            raise DefinitionError(
-                f"stage {ref_id!r}: give either task= or tasks=, not both", stage=ref_id
-            )
+            raise DefinitionError(f"stage {ref_id!r}: give either task= or tasks=, not both", stage=ref_id)
         names = (task,) if task is not None else tuple(tasks or ())
         for t in names:
             if not isinstance(t, str) or not t:
@@ -126,16 +124,12 @@ class Workflow:
             if not isinstance(stage, Stage):
                 raise DefinitionError(f"workflow {name!r}: item {i} is not a Stage: {stage!r}")
             if stage.ref_id in seen:
-                raise DuplicateStageError(
-                    f"stage {stage.ref_id!r}: duplicate ref id", stage=stage.ref_id
-                )
+                raise DuplicateStageError(f"stage {stage.ref_id!r}: duplicate ref id", stage=stage.ref_id)
             seen[stage.ref_id] = i
         for stage in self.stages:
             for req in stage.requisites:
                 if req == stage.ref_id:
-                    raise UnknownRequisiteError(
-                        f"stage {stage.ref_id!r}: depends on itself", stage=stage.ref_id
-                    )
+                    raise UnknownRequisiteError(f"stage {stage.ref_id!r}: depends on itself", stage=stage.ref_id)
                 if req not in seen:
                     raise UnknownRequisiteError(
                         f"stage {stage.ref_id!r}: unknown requisite {req!r}", stage=stage.ref_id

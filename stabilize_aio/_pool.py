@@ -33,10 +33,11 @@ log = logging.getLogger("stabilize_aio.pool")
 class Job:
     """One task call waiting for or holding a bulkhead slot."""
 
-    __slots__ = ("run", "scope", "timeout", "view", "workflow_id")
+    __slots__ = ("key", "run", "scope", "timeout", "view", "workflow_id")
 
     def __init__(self, workflow_id: str, run: RunTask, view: StageView, timeout: float) -> None:
         self.workflow_id = workflow_id
+        self.key = (workflow_id, run.id)
         self.run = run
         self.view = view
         self.timeout = timeout
@@ -80,8 +81,8 @@ class TaskPool:
         self._refill = refill
         self._threads = thread_limiter
         self._backlog: deque[Job] = deque()
-        self._running: dict[str, Job] = {}
-        self._known: set[str] = set()
+        self._running: dict[tuple[str, str], Job] = {}
+        self._known: set[tuple[str, str]] = set()
         self.overflowed = False
         self.draining = False
         self.rejected = self.completed = self.failed = self.timed_out = 0
@@ -97,7 +98,7 @@ class TaskPool:
 
     def offer(self, job: Job) -> bool:
         """Take a job without waiting; False if it must stay pending in the store."""
-        if job.run.id in self._known:
+        if job.key in self._known:
             return True
         if self.draining:
             return False
@@ -105,7 +106,7 @@ class TaskPool:
             return True
         if len(self._backlog) < self.options.backlog:
             self._backlog.append(job)
-            self._known.add(job.run.id)
+            self._known.add(job.key)
             return True
         self.rejected += 1
         self.overflowed = True
@@ -116,23 +117,23 @@ class TaskPool:
             self.limiter.acquire_on_behalf_of_nowait(job)
         except anyio.WouldBlock:
             return False
-        self._known.add(job.run.id)
-        self._running[job.run.id] = job
+        self._known.add(job.key)
+        self._running[job.key] = job
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._tg.start_soon(self._run, job, name=f"task {self.definition.name} {job.run.id}")
         return True
 
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a running call or drop a queued one; True if it was here."""
-        job = self._running.get(run_id)
+    def cancel(self, key: tuple[str, str]) -> bool:
+        """Cancel a running call or drop a queued one (key: workflow id, run id)."""
+        job = self._running.get(key)
         if job is not None:
             if job.scope is not None:
                 job.scope.cancel()
             return True
         for queued in self._backlog:
-            if queued.run.id == run_id:
+            if queued.key == key:
                 self._backlog.remove(queued)
-                self._known.discard(run_id)
+                self._known.discard(key)
                 return True
         return False
 
@@ -142,7 +143,7 @@ class TaskPool:
         dropped = list(self._backlog)
         self._backlog.clear()
         for job in dropped:
-            self._known.discard(job.run.id)
+            self._known.discard(job.key)
         return dropped
 
     def cancel_all(self) -> None:
@@ -167,13 +168,11 @@ class TaskPool:
         except Exception:  # a bug of ours, not the task's: count it, report a failure
             self.crashed += 1
             log.exception("task pool %s crashed on %s", self.definition.name, job.run.id)
-            error = ErrorInfo.capped(
-                "EngineError", traceback.format_exc(), attempt=job.run.attempt, transient=True
-            )
+            error = ErrorInfo.capped("EngineError", traceback.format_exc(), attempt=job.run.attempt, transient=True)
             done = TaskDone(run=job.run, outcome=self._outcome(error=error))
         finally:
-            self._running.pop(job.run.id, None)
-            self._known.discard(job.run.id)
+            self._running.pop(job.key, None)
+            self._known.discard(job.key)
             self.limiter.release_on_behalf_of(job)
             self._start_backlog()
             if not self._running:
@@ -183,9 +182,9 @@ class TaskPool:
     def _start_backlog(self) -> None:
         while self._backlog and not self.draining:
             job = self._backlog[0]
-            self._known.discard(job.run.id)
+            self._known.discard(job.key)
             if not self._try_start(job):
-                self._known.add(job.run.id)
+                self._known.add(job.key)
                 return
             self._backlog.popleft()
         if self.overflowed and not self._backlog and not self.draining:
@@ -203,9 +202,7 @@ class TaskPool:
                     if self.definition.is_async:
                         value = await self.definition.call(view)  # type: ignore[misc]
                     else:
-                        value = await anyio.to_thread.run_sync(
-                            self.definition.call, view, limiter=self._threads
-                        )
+                        value = await anyio.to_thread.run_sync(self.definition.call, view, limiter=self._threads)
                 return TaskDone(run=job.run, outcome=self._check_result(job, value))
             except TimeoutError:
                 self.timed_out += 1
@@ -223,14 +220,14 @@ class TaskPool:
                 error = _error_info(exc, view.attempt, transient=True)
                 return TaskDone(
                     run=job.run,
-                    outcome=self._outcome(
-                        error=error, retry_after=exc.retry_after, context_update=exc.context_update
-                    ),
+                    outcome=self._outcome(error=error, retry_after=exc.retry_after, context_update=exc.context_update),
                 )
             except Exception as exc:
                 self.failed += 1
                 log.warning("task failed: %r", exc, extra=extra)
-                return TaskDone(run=job.run, outcome=self._outcome(error=_error_info(exc, view.attempt, transient=False)))
+                return TaskDone(
+                    run=job.run, outcome=self._outcome(error=_error_info(exc, view.attempt, transient=False))
+                )
         self.cancelled += 1
         log.info("task cancelled by the engine", extra=extra)
         return None

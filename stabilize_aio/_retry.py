@@ -40,9 +40,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def wait_strategy(self) -> tenacity.wait.wait_base:
         """The tenacity wait strategy this policy compiles to (without jitter)."""
-        return tenacity.wait_exponential(
-            multiplier=self.initial, exp_base=self.multiplier, max=self.maximum
-        )
+        return tenacity.wait_exponential(multiplier=self.initial, exp_base=self.multiplier, max=self.maximum)
 
     def stop_strategy(self) -> tenacity.stop.stop_base:
         """The tenacity stop strategy this policy compiles to."""

@@ -130,9 +130,7 @@ class WorkflowState:
         for spec in specs:
             for req in spec.requisites:
                 self.children[req].append(spec.index)
-        self.outstanding = [
-            sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs
-        ]
+        self.outstanding = [sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs]
         self.active = sum(1 for r in runs if r.status is S.RUNNING)
 
     def apply(self, t: Transition) -> None:

@@ -107,9 +107,7 @@ def allowed(current: WorkflowStatus, target: WorkflowStatus, *, reset: bool = Fa
     return target in VALID_TRANSITIONS[current]
 
 
-def transition(
-    current: WorkflowStatus, target: WorkflowStatus, *, what: str, reset: bool = False
-) -> WorkflowStatus:
+def transition(current: WorkflowStatus, target: WorkflowStatus, *, what: str, reset: bool = False) -> WorkflowStatus:
     """Return ``target`` if the table allows ``current -> target``, else raise.
 
     This is the only function that decides a new status; records are rebuilt with

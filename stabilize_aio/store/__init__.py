@@ -23,7 +23,7 @@ def store_from_url(url: str) -> Store:
         if not path or path == ":memory:":
             raise ValueError(f"{url!r}: SQLite needs a file path (':memory:' has no WAL)")
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        from ._sqlite import SqliteStore
+        from ._sqlite import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 
         return SqliteStore(path, synchronous=options.get("synchronous", "FULL"))
     if parsed.scheme in ("postgresql", "postgres"):

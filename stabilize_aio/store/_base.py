@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from .._errors import ConcurrencyError, StoreError
@@ -122,7 +123,7 @@ class Store(ABC):
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         while self._queue:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             if self._queue:
                 last = self._queue[-1]
                 await last.done.wait()
@@ -175,9 +176,7 @@ class Store(ABC):
         """Due RunTask rows of one task type, oldest first (a pool refilling after overflow)."""
 
     @abstractmethod
-    async def list_workflows(
-        self, *, status: str | None, application: str | None, limit: int
-    ) -> list[WorkflowRecord]:
+    async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         """Workflow records, newest first, filtered."""
 
     def statistics(self) -> StoreStatistics:

@@ -46,8 +46,7 @@ _SQL = {
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "stage_insert": "INSERT INTO stages (workflow_id, idx, ref_id, status, version, spec, run)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "wf_update": "UPDATE workflows SET status = ?, version = ?, ended_at = ?, body = ?"
-    " WHERE id = ? AND version = ?",
+    "wf_update": "UPDATE workflows SET status = ?, version = ?, ended_at = ?, body = ? WHERE id = ? AND version = ?",
     "stage_update": "UPDATE stages SET status = ?, version = ?, run = ?"
     " WHERE workflow_id = ? AND idx = ? AND version = ?",
     "outbox_delete": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
@@ -138,7 +137,8 @@ class SqliteStore(Store):
         uri = f"file:{self.path}?mode=ro"
         try:
             async with aiosqlite.connect(uri, uri=True) as conn:
-                tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                found = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+                tables = {str(r[0]) for r in found}
                 if not tables:
                     return
                 if "stabilize_meta" not in tables:
@@ -146,7 +146,8 @@ class SqliteStore(Store):
                         f"{str(self.path)!r} is an SQLite database of something else "
                         f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
                     )
-                meta = dict(await conn.execute_fetchall("SELECT key, value FROM stabilize_meta"))  # type: ignore[arg-type]
+                meta_rows = await conn.execute_fetchall("SELECT key, value FROM stabilize_meta")
+                meta: dict[str, str] = {str(r[0]): str(r[1]) for r in meta_rows}
         except sqlite3.DatabaseError as exc:
             raise CorruptDatabaseError(f"{str(self.path)!r} is not a usable SQLite database: {exc}") from exc
         if meta.get("app") != APP_ID:
@@ -211,9 +212,7 @@ class SqliteStore(Store):
                         continue
                     cur = await conn.executemany(_SQL[key], batch)
                     if key in _FENCED and cur.rowcount != len(batch):
-                        raise ConcurrencyError(
-                            f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched"
-                        )
+                        raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
                 await conn.execute("COMMIT")
             except BaseException:
                 await conn.execute("ROLLBACK")
@@ -262,9 +261,7 @@ class SqliteStore(Store):
         )
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
-    async def list_workflows(
-        self, *, status: str | None, application: str | None, limit: int
-    ) -> list[WorkflowRecord]:
+    async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         where, params = [], []
         if status is not None:
             where.append("status = ?")
@@ -274,7 +271,7 @@ class SqliteStore(Store):
             params.append(application)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._fetch(
-            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ?",
             [*params, limit],
         )
         return [_dec_record(r[0]) for r in rows]
@@ -283,7 +280,7 @@ class SqliteStore(Store):
         """Row counts per table (for tests and the CLI)."""
         out = {}
         for table in ("workflows", "stages", "outbox"):
-            rows = await self._fetch(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+            rows = await self._fetch(f"SELECT COUNT(*) FROM {table}")
             out[table] = int(rows[0][0])
         return out
 

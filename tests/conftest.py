@@ -1,0 +1,45 @@
+"""Shared test configuration.
+
+Fixtures hand out paths and URLs, never running engines: pytest-asyncio runs an
+async fixture's setup and teardown in different tasks, and an engine's task
+group must be entered and left by the same task (STYLE.md item 16). Tests open
+engines themselves with ``async with``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+POSTGRES_URL = os.environ.get("STABILIZE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+#: Set by .ci/run: a PostgreSQL test that cannot reach the server fails instead of skipping.
+REQUIRE_POSTGRES = os.environ.get("STABILIZE_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A fresh SQLite file path in the test's temporary directory."""
+    return tmp_path / "engine.db"
+
+
+@pytest.fixture
+def db_url(db_path: Path) -> str:
+    """The engine URL of ``db_path``."""
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+async def postgres_url() -> str:
+    """The URL of a reachable PostgreSQL server, or a skip saying why there is none."""
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc!r}"
+        if REQUIRE_POSTGRES:
+            pytest.fail(reason + " (STABILIZE_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    await conn.close()
+    return POSTGRES_URL
