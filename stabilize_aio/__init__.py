@@ -27,6 +27,7 @@ from ._errors import UnknownRequisiteError as UnknownRequisiteError
 from ._errors import UnknownTaskError as UnknownTaskError
 from ._errors import WorkflowNotFound as WorkflowNotFound
 from ._messages import ErrorInfo as ErrorInfo
+from ._messages import Event as Event
 from ._model import Stage as Stage
 from ._model import TaskResult as TaskResult
 from ._model import Workflow as Workflow
@@ -60,6 +61,7 @@ __all__ = (
     "WorkflowView",
     "WorkflowSummary",
     "ErrorInfo",
+    "Event",
     # errors
     "StabilizeError",
     "DefinitionError",

@@ -13,6 +13,7 @@ cancels that task group and comes out of ``stop``/``__aexit__`` as one
 
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 import secrets
@@ -35,7 +36,7 @@ from ._errors import (
     UnknownTaskError,
     WorkflowNotFound,
 )
-from ._messages import CancelWorkflow, Durable, StartWorkflow
+from ._messages import CancelWorkflow, Durable, Event, StartWorkflow
 from ._model import Workflow
 from ._pool import PoolStatistics, TaskPool
 from ._registry import TaskDefinition, make_definition
@@ -416,6 +417,17 @@ class Engine:
             )
             for r in records
         ]
+
+    async def history(self, workflow_id: str) -> builtins.list[Event]:
+        """A run's append-only history (workflow and stage lifecycle), in commit order.
+
+        Raises:
+            WorkflowNotFound: no run has this id.
+        """
+        events = await self._store.events(workflow_id)
+        if not events and await self._store.load(workflow_id) is None:
+            raise WorkflowNotFound(workflow_id)
+        return events
 
     async def _wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
         event = self._waiters.get(workflow_id)

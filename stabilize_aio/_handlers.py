@@ -67,6 +67,7 @@ def _start_workflow(turn: Turn, msg: StartWorkflow) -> None:
     if turn.record.status is not S.NOT_STARTED:
         return
     turn.set_workflow(S.RUNNING, started_at=turn.now)
+    turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites:
             _start_stage(turn, i)
@@ -86,6 +87,7 @@ def _cancel_stages(turn: Turn, *, include_not_started: bool) -> None:
         if run.status is S.RUNNING:
             _drop_pending(turn, i, run)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+            turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
         elif include_not_started and run.status is S.NOT_STARTED:
             turn.set_stage(i, S.CANCELED, ended_at=turn.now)
 
@@ -101,6 +103,7 @@ def _drop_pending(turn: Turn, i: int, run: StageRun) -> None:
 
 def _finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
     turn.set_workflow(status, ended_at=turn.now, **changes)
+    turn.record_event("workflow.completed", "workflow.completed", status=status)
     turn.t.finished = True
 
 
@@ -134,6 +137,7 @@ def _start_stage(turn: Turn, i: int) -> None:
             StageTimeout(id=timer_id, stage=i, generation=run.generation, deliver_at=turn.now + spec.stage_timeout)
         )
     turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
+    turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
     if not spec.tasks:
         _complete_stage(turn, i, S.SUCCEEDED)
     else:
@@ -166,6 +170,7 @@ def _complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo
     if error is not None:
         changes["error"] = error
     turn.set_stage(i, status, **changes)
+    turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=status)
     if status is S.TERMINAL:
         _cancel_stages(turn, include_not_started=False)
         _finish(turn, S.TERMINAL)

@@ -87,6 +87,21 @@ def _cap(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "… [truncated]"
 
 
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """A line of a workflow's append-only history, written in the transaction of its step.
+
+    ``key`` is unique per workflow and deterministic (``stage.completed:3:0`` is
+    stage 3, generation 0), so the store refuses a step recorded twice.
+    """
+
+    key: str
+    kind: str
+    at: float
+    stage: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+
+
 class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How a task call ended, as the pool reports it to the actor.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ._messages import Durable, ErrorInfo, RunTask
+from ._messages import Durable, ErrorInfo, Event, RunTask
 from ._status import WorkflowStatus, transition
 
 S = WorkflowStatus
@@ -109,6 +109,7 @@ class Transition(msgspec.Struct, kw_only=True):
     emitted: list[Durable] = []
     dispatch: list[RunTask] = []
     cancel_runs: list[str] = []
+    events: list[Event] = []
     finished: bool = False
 
     @property
@@ -252,6 +253,22 @@ class Turn:
         self._record = set_workflow_status(old, target, version=old.version + 1, **changes)
         self.t.base_workflow_version = self.state.record.version
         self.t.workflow = self._record
+
+    def record_event(
+        self, kind: str, key: str, *, stage: int | None = None, status: WorkflowStatus | None = None
+    ) -> None:
+        """Append a history event to this turn."""
+        run = self.run(stage) if stage is not None else None
+        self.t.events.append(
+            Event(
+                key=key,
+                kind=kind,
+                at=self.now,
+                stage=self.spec(stage).ref_id if stage is not None else None,
+                status=status.value if status is not None else None,
+                attempt=run.attempt if run is not None else None,
+            )
+        )
 
     def consume(self, message_id: str) -> None:
         """Delete a row in this turn; a row emitted in this same turn is simply not written."""

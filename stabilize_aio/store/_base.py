@@ -21,7 +21,7 @@ import anyio.lowlevel
 import msgspec
 
 from .._errors import ConcurrencyError, StoreError
-from .._messages import Durable
+from .._messages import Durable, Event
 from .._state import StageRun, StageSpec, Transition, WorkflowRecord
 
 
@@ -176,6 +176,10 @@ class Store(ABC):
         """Due RunTask rows of one task type, oldest first (a pool refilling after overflow)."""
 
     @abstractmethod
+    async def events(self, workflow_id: str) -> list[Event]:
+        """A workflow's history, in commit order."""
+
+    @abstractmethod
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         """Workflow records, newest first, filtered."""
 
@@ -202,6 +206,7 @@ def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
         "stage_update": [],
         "outbox_delete": [],
         "outbox_insert": [],
+        "event_insert": [],
     }
     for op in ops:
         if isinstance(op, NewWorkflow):
@@ -225,6 +230,8 @@ def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
             out["outbox_delete"].append((wid, mid))
         for msg in op.emitted:
             out["outbox_insert"].append(_outbox_row(wid, msg, enc))
+        for ev in op.events:
+            out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
     return out
 
 

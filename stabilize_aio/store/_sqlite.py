@@ -31,7 +31,7 @@ from .._errors import (
     SchemaTooNewError,
     StoreError,
 )
-from .._messages import Durable, durable_decoder
+from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
 from ._base import LoadedWorkflow, Op, Store, row_bytes, rows_for
 
@@ -40,6 +40,7 @@ _enc = msgspec.msgpack.Encoder().encode
 _dec_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
 _dec_spec = msgspec.msgpack.Decoder(StageSpec).decode
 _dec_run = msgspec.msgpack.Decoder(StageRun).decode
+_dec_event = msgspec.msgpack.Decoder(Event).decode
 
 _SQL = {
     "wf_insert": "INSERT INTO workflows (id, application, name, status, version, created_at, ended_at, body)"
@@ -52,6 +53,7 @@ _SQL = {
     "outbox_delete": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
     "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
     " VALUES (?, ?, ?, ?, ?, ?)",
+    "event_insert": "INSERT INTO events (workflow_id, key, kind, stage, at, body) VALUES (?, ?, ?, ?, ?, ?)",
 }
 _FENCED = ("wf_update", "stage_update", "outbox_delete")
 
@@ -206,7 +208,15 @@ class SqliteStore(Store):
         try:
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                for key in ("wf_insert", "stage_insert", "wf_update", "stage_update", "outbox_delete", "outbox_insert"):
+                for key in (
+                    "wf_insert",
+                    "stage_insert",
+                    "wf_update",
+                    "stage_update",
+                    "outbox_delete",
+                    "outbox_insert",
+                    "event_insert",
+                ):
                     batch = rows[key]
                     if not batch:
                         continue
@@ -261,6 +271,10 @@ class SqliteStore(Store):
         )
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
+    async def events(self, workflow_id: str) -> list[Event]:
+        rows = await self._fetch("SELECT body FROM events WHERE workflow_id = ? ORDER BY seq", (workflow_id,))
+        return [_dec_event(r[0]) for r in rows]
+
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         where, params = [], []
         if status is not None:
@@ -279,7 +293,7 @@ class SqliteStore(Store):
     async def table_counts(self) -> dict[str, int]:
         """Row counts per table (for tests and the CLI)."""
         out = {}
-        for table in ("workflows", "stages", "outbox"):
+        for table in ("workflows", "stages", "outbox", "events"):
             rows = await self._fetch(f"SELECT COUNT(*) FROM {table}")
             out[table] = int(rows[0][0])
         return out

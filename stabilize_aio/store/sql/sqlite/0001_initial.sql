@@ -42,3 +42,17 @@ CREATE TABLE outbox (
     PRIMARY KEY (workflow_id, id)
 ) WITHOUT ROWID;
 CREATE INDEX outbox_task_type_idx ON outbox (task_type, deliver_at) WHERE task_type IS NOT NULL;
+
+-- Append-only history, written in the transaction of each step. The key is
+-- deterministic per step (stage.completed:<stage>:<generation>), so a step
+-- recorded twice violates the primary key.
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow_id TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    stage       TEXT,
+    at          REAL NOT NULL,
+    body        BLOB NOT NULL,
+    UNIQUE (workflow_id, key)
+);
