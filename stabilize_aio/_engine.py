@@ -308,9 +308,13 @@ class Engine:
         self._life = _Life.STOPPED
         try:
             if tg is not None:
-                exc_type = type(user_exc) if user_exc is not None else None
-                tb = user_exc.__traceback__ if user_exc is not None else None
-                await tg.__aexit__(exc_type, user_exc, tb)
+                # Only a cancellation is handed to the task group (it may be the group's own,
+                # after an internal failure); a user's own exception propagates unchanged.
+                cancelled = user_exc if isinstance(user_exc, anyio.get_cancelled_exc_class()) else None
+                if cancelled is not None:
+                    await tg.__aexit__(type(cancelled), cancelled, cancelled.__traceback__)
+                else:
+                    await tg.__aexit__(None, None, None)
         except BaseExceptionGroup as group:
             errors = group.exceptions
             first = errors[0] if len(errors) == 1 else group
@@ -475,6 +479,20 @@ class Engine:
             dispatcher.deliver(workflow_id, message)
         return await self._wait(workflow_id, None)
 
+    async def wait_idle(self) -> None:
+        """Wait until no task call runs, no actor runs a turn and nothing waits to be committed.
+
+        Timers may still be pending (a poll or a retry later on). Useful in tests.
+        """
+        dispatcher = self._require_running()
+        while True:
+            for pool in self._pools.values():
+                await pool.wait_idle()
+            await dispatcher.wait_quiet()
+            await self._store.flush()
+            if dispatcher.statistics().running_actors == 0 and all(p.active == 0 for p in self._pools.values()):
+                return
+
     # internals ---------------------------------------------------------------
     def _deliver(self, workflow_id: str, message: Durable) -> None:
         if self._dispatcher is not None:
@@ -486,9 +504,13 @@ class Engine:
             self._tg.start_soon(self._refill_from_store, pool)
 
     async def _refill_from_store(self, pool: TaskPool) -> None:
-        rows = await self._store.pending_runs(pool.definition.name, pool.options.backlog + pool.options.concurrency)
+        # The pool knows at most concurrency + backlog rows, so twice that many
+        # due rows hold every row it knows plus as many new ones as it can take.
+        capacity = pool.options.backlog + pool.options.concurrency
+        rows = await self._store.pending_runs(pool.definition.name, 2 * capacity, time.time())
         for workflow_id, message in rows:
-            self._deliver(workflow_id, message)
+            if not pool.knows(workflow_id, message.id):
+                self._deliver(workflow_id, message)
 
     def statistics(self) -> EngineStatistics:
         """Counters of the engine, its store, its actors and its pools."""

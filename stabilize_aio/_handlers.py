@@ -63,9 +63,10 @@ def apply(turn: Turn, message: Message) -> None:
 
 
 def _start_workflow(turn: Turn, msg: StartWorkflow) -> None:
-    turn.consume(msg.id)
     if turn.record.status is not S.NOT_STARTED:
+        turn.discard(msg.id)  # a redelivery: the first start consumed the row
         return
+    turn.consume(msg.id)
     turn.set_workflow(S.RUNNING, started_at=turn.now)
     turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
     for i, spec in enumerate(turn.state.specs):
@@ -75,9 +76,10 @@ def _start_workflow(turn: Turn, msg: StartWorkflow) -> None:
 
 
 def _cancel_workflow(turn: Turn, msg: CancelWorkflow) -> None:
-    turn.consume(msg.id)
     if turn.record.status.is_complete:
+        turn.discard(msg.id)  # too late, or a repeat: drop the row if it is still there
         return
+    turn.consume(msg.id)
     _cancel_stages(turn, include_not_started=True)
     _finish(turn, S.CANCELED, cancel_reason=msg.reason or "canceled")
 

@@ -123,6 +123,10 @@ class TaskPool:
         self._tg.start_soon(self._run, job, name=f"task {self.definition.name} {job.run.id}")
         return True
 
+    def knows(self, workflow_id: str, run_id: str) -> bool:
+        """Whether this run is running or queued here."""
+        return (workflow_id, run_id) in self._known
+
     def cancel(self, key: tuple[str, str]) -> bool:
         """Cancel a running call or drop a queued one (key: workflow id, run id)."""
         job = self._running.get(key)

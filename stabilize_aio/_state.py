@@ -106,6 +106,7 @@ class Transition(msgspec.Struct, kw_only=True):
     base_versions: dict[int, int] = {}
     base_workflow_version: int = 0
     consumed: list[str] = []
+    discarded: list[str] = []
     emitted: list[Durable] = []
     dispatch: list[RunTask] = []
     cancel_runs: list[str] = []
@@ -115,7 +116,14 @@ class Transition(msgspec.Struct, kw_only=True):
     @property
     def empty(self) -> bool:
         """True when nothing is written."""
-        return self.workflow is None and not self.stages and not self.consumed and not self.emitted
+        return (
+            self.workflow is None
+            and not self.stages
+            and not self.consumed
+            and not self.discarded
+            and not self.emitted
+            and not self.events
+        )
 
 
 class WorkflowState:
@@ -278,6 +286,10 @@ class Turn:
                 self.t.dispatch = [d for d in self.t.dispatch if d.id != message_id]
                 return
         self.t.consumed.append(message_id)
+
+    def discard(self, message_id: str) -> None:
+        """Delete a row that may already be gone (a late or repeated command): no fence."""
+        self.t.discarded.append(message_id)
 
     def emit(self, message: Durable) -> None:
         self.t.emitted.append(message)

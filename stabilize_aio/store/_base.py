@@ -172,8 +172,8 @@ class Store(ABC):
         """Every outbox row (recovery at start): (workflow id, message)."""
 
     @abstractmethod
-    async def pending_runs(self, task_type: str, limit: int) -> list[tuple[str, Durable]]:
-        """Due RunTask rows of one task type, oldest first (a pool refilling after overflow)."""
+    async def pending_runs(self, task_type: str, limit: int, now: float) -> list[tuple[str, Durable]]:
+        """Due RunTask rows of one task type (a pool refilling after overflow)."""
 
     @abstractmethod
     async def events(self, workflow_id: str) -> list[Event]:
@@ -205,6 +205,7 @@ def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
         "wf_update": [],
         "stage_update": [],
         "outbox_delete": [],
+        "outbox_discard": [],
         "outbox_insert": [],
         "event_insert": [],
     }
@@ -228,6 +229,8 @@ def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
             out["stage_update"].append((run.status.value, run.version, enc(run), wid, idx, _base_version(op, idx)))
         for mid in op.consumed:
             out["outbox_delete"].append((wid, mid))
+        for mid in op.discarded:
+            out["outbox_discard"].append((wid, mid))
         for msg in op.emitted:
             out["outbox_insert"].append(_outbox_row(wid, msg, enc))
         for ev in op.events:

@@ -51,6 +51,7 @@ _SQL = {
     "stage_update": "UPDATE stages SET status = ?, version = ?, run = ?"
     " WHERE workflow_id = ? AND idx = ? AND version = ?",
     "outbox_delete": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
+    "outbox_discard": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
     "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
     " VALUES (?, ?, ?, ?, ?, ?)",
     "event_insert": "INSERT INTO events (workflow_id, key, kind, stage, at, body) VALUES (?, ?, ?, ?, ?, ?)",
@@ -208,19 +209,11 @@ class SqliteStore(Store):
         try:
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                for key in (
-                    "wf_insert",
-                    "stage_insert",
-                    "wf_update",
-                    "stage_update",
-                    "outbox_delete",
-                    "outbox_insert",
-                    "event_insert",
-                ):
+                for key, sql in _SQL.items():  # the order of _SQL is the order of execution
                     batch = rows[key]
                     if not batch:
                         continue
-                    cur = await conn.executemany(_SQL[key], batch)
+                    cur = await conn.executemany(sql, batch)
                     if key in _FENCED and cur.rowcount != len(batch):
                         raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
                 await conn.execute("COMMIT")
@@ -263,11 +256,12 @@ class SqliteStore(Store):
         rows = await self._fetch("SELECT workflow_id, body FROM outbox ORDER BY deliver_at")
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
-    async def pending_runs(self, task_type: str, limit: int) -> list[tuple[str, Durable]]:
+    async def pending_runs(self, task_type: str, limit: int, now: float) -> list[tuple[str, Durable]]:
         self.outbox_reads += 1
         rows = await self._fetch(
-            "SELECT workflow_id, body FROM outbox WHERE task_type = ? AND deliver_at IS NULL LIMIT ?",
-            (task_type, limit),
+            "SELECT workflow_id, body FROM outbox WHERE task_type = ? AND (deliver_at IS NULL OR deliver_at <= ?)"
+            " ORDER BY deliver_at LIMIT ?",
+            (task_type, now, limit),
         )
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
