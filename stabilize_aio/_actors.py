@@ -8,9 +8,10 @@ and only then acts: RunTasks to the pools, delayed rows to the timer service,
 cancellations to running calls, wake-ups to waiters. An actor with an empty
 mailbox and nothing in flight leaves memory (its coroutine has already ended).
 
-External input (submit, cancel) is bounded per mailbox; task results and an
-actor's own follow-ups always get in (the reserved lane), so nothing waits on a
-cycle of bounded queues.
+Nothing ever waits to enter a mailbox (DESIGN rule 9): outside input per
+workflow is bounded by construction (one start row, one idempotent cancel row),
+task results are bounded by the pools' bulkheads, and an actor's own follow-ups
+are folded into its turn. So no cycle of bounded queues can deadlock.
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ class Dispatcher:
         on_finished: Callable[[WorkflowState], None],
         clock: Callable[[], float] = time.time,
         batch: int = 256,
-        mailbox_bound: int = 1_000,
     ) -> None:
         self._store = store
         self._tg = tg
@@ -92,7 +92,6 @@ class Dispatcher:
         self._on_finished = on_finished
         self._clock = clock
         self._batch = batch
-        self.mailbox_bound = mailbox_bound
         self.actors: dict[str, WorkflowActor] = {}
         self.activations = self.passivations = self.turns = self.messages = self.reloads = 0
         self._running = 0
@@ -119,11 +118,6 @@ class Dispatcher:
             if self._quiet.is_set():
                 self._quiet = anyio.Event()
             self._tg.start_soon(self._run, actor, name=f"actor {workflow_id}")
-
-    def has_room(self, workflow_id: str) -> bool:
-        """Whether a mailbox accepts more outside input (the bound for submit/cancel)."""
-        actor = self.actors.get(workflow_id)
-        return actor is None or len(actor.mailbox) < self.mailbox_bound
 
     def task_finished(self, job: Job, done: TaskDone | None) -> None:
         """A pool's report: a result enters the reserved lane; a cancelled call just leaves."""

@@ -109,7 +109,6 @@ class Engine:
         url: ``sqlite:///path.db`` (the default is ``./stabilize.db``).
         store: a Store instance instead of a URL.
         thread_limit: worker threads for plain ``def`` tasks.
-        mailbox_bound: queued outside messages per workflow before submit/cancel wait.
         batch: messages an actor folds into one turn at most.
         stop_grace: the default grace period of ``stop()``, in seconds.
     """
@@ -120,7 +119,6 @@ class Engine:
         *,
         store: Store | None = None,
         thread_limit: int = 40,
-        mailbox_bound: int = 1_000,
         batch: int = 256,
         stop_grace: float = 10.0,
     ) -> None:
@@ -128,7 +126,6 @@ class Engine:
         self._store = store if store is not None else store_from_url(url)
         self._definitions: dict[str, TaskDefinition] = {}
         self._thread_limit = thread_limit
-        self._mailbox_bound = mailbox_bound
         self._batch = batch
         self._stop_grace = stop_grace
         self._life = _Life.CREATED
@@ -237,7 +234,6 @@ class Engine:
                 schedule=self._timers.add,
                 on_finished=self._finished,
                 batch=self._batch,
-                mailbox_bound=self._mailbox_bound,
             )
             for name, definition in self._definitions.items():
                 self._pools[name] = TaskPool(
