@@ -157,10 +157,29 @@ def _topological_check(stages: tuple[Stage, ...], index: dict[str, int]) -> tupl
             if pending[c] == 0:
                 ready.append(c)
     if len(order) != len(stages):
-        stuck = min(i for i, n in enumerate(pending) if n > 0)
-        ref = stages[stuck].ref_id
-        raise CycleError(f"stage {ref!r}: is part of a dependency cycle", stage=ref)
+        cycle = _find_cycle(stages, index, {i for i, n in enumerate(pending) if n > 0})
+        ref = stages[cycle[0]].ref_id
+        path = " -> ".join(stages[i].ref_id for i in [*cycle, cycle[0]])
+        raise CycleError(f"stage {ref!r}: is part of a dependency cycle ({path})", stage=ref)
     return tuple(order)
+
+
+def _find_cycle(stages: tuple[Stage, ...], index: dict[str, int], stuck: set[int]) -> list[int]:
+    """A cycle among the stuck stages, in requisite order, starting at its first declared stage.
+
+    Every stuck stage has a stuck requisite, so walking requisites from any stuck
+    stage must revisit one: the walk from there on is a cycle.
+    """
+    node = min(stuck)
+    seen: dict[int, int] = {}
+    walk: list[int] = []
+    while node not in seen:
+        seen[node] = len(walk)
+        walk.append(node)
+        node = min(index[r] for r in stages[node].requisites if index[r] in stuck)
+    cycle = walk[seen[node] :]
+    first = cycle.index(min(cycle))
+    return cycle[first:] + cycle[:first]
 
 
 class TaskResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -101,7 +101,10 @@ class SqliteStore(Store):
         try:
             await self._check_file()
             self._writer = await self._connect()
-            await self._migrate(self._writer)
+            try:
+                await self._migrate(self._writer)
+            except sqlite3.DatabaseError as exc:
+                raise CorruptDatabaseError(f"{str(self.path)!r} is damaged: {exc}") from exc
             self._reader = await self._connect()
         except BaseException:
             await self.close()
