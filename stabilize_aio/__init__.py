@@ -5,6 +5,8 @@ This module only re-exports the public API; implementation lives in private modu
 
 from __future__ import annotations
 
+from ._breaker import CircuitBreakerPolicy as CircuitBreakerPolicy
+from ._breaker import CircuitState as CircuitState
 from ._engine import Engine as Engine
 from ._engine import EngineStatistics as EngineStatistics
 from ._engine import WorkflowRun as WorkflowRun
@@ -54,6 +56,8 @@ __all__ = (
     "TaskOptions",
     "TaskResult",
     "RetryPolicy",
+    "CircuitBreakerPolicy",
+    "CircuitState",
     "WorkflowStatus",
     # views
     "StageView",

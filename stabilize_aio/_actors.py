@@ -56,13 +56,17 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class WorkflowActor:
     """The single writer of one workflow while it is live."""
 
-    __slots__ = ("inflight", "loads", "mailbox", "running", "state", "workflow_id")
+    __slots__ = ("dispatched", "inflight", "loads", "mailbox", "running", "state", "workflow_id")
 
     def __init__(self, workflow_id: str, state: WorkflowState | None) -> None:
         self.workflow_id = workflow_id
         self.state = state
         self.mailbox: deque[Message] = deque()
+        #: RunTask ids whose call is running in a pool (passivation waits for these).
         self.inflight: set[str] = set()
+        #: RunTask ids handed to a pool whose row is not consumed yet: never dispatched twice,
+        #: even when a redelivery overtakes the call's own result in the mailbox.
+        self.dispatched: set[str] = set()
         self.running = False
         self.loads = 0
 
@@ -184,11 +188,13 @@ class Dispatcher:
             self._maybe_passivate(actor)
 
     def _after_commit(self, actor: WorkflowActor, state: WorkflowState, t: Transition) -> None:
+        actor.dispatched.difference_update(t.consumed)
         for message in t.emitted:
             if message.deliver_at is not None:
                 self._schedule(actor.workflow_id, message)
         for run_id in t.cancel_runs:
             actor.inflight.discard(run_id)
+            actor.dispatched.discard(run_id)
             for pool in self._pools.values():
                 if pool.cancel((actor.workflow_id, run_id)):
                     break
@@ -211,6 +217,8 @@ class Dispatcher:
             return
         if not self.accept_dispatch:
             return  # stopping: the row stays and is redelivered at the next start
+        if run.id in actor.dispatched:
+            return  # a redelivery of a call already made; its result is on its way
         spec = state.specs[run.stage]
         view = StageView(
             ref_id=spec.ref_id,
@@ -224,6 +232,7 @@ class Dispatcher:
         timeout = spec.timeout if spec.timeout is not None else pool.options.timeout
         if pool.offer(Job(actor.workflow_id, run, view, timeout)):
             actor.inflight.add(run.id)
+            actor.dispatched.add(run.id)
 
     def _maybe_passivate(self, actor: WorkflowActor) -> None:
         if actor.running or actor.mailbox or actor.inflight:

@@ -27,6 +27,7 @@ import anyio.abc
 import msgspec
 
 from ._actors import Dispatcher, MailboxStatistics
+from ._breaker import CircuitBreakerPolicy
 from ._codec import check_encodable
 from ._errors import (
     ConcurrencyError,
@@ -149,6 +150,7 @@ class Engine:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         poll_interval: float | None = None,
+        breaker: CircuitBreakerPolicy | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated ``async def`` (or plain ``def``) as task type ``name``."""
 
@@ -161,6 +163,7 @@ class Engine:
                 timeout=timeout,
                 retry=retry,
                 poll_interval=poll_interval,
+                breaker=breaker,
             )
             return fn
 
@@ -176,6 +179,7 @@ class Engine:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         poll_interval: float | None = None,
+        breaker: CircuitBreakerPolicy | None = None,
     ) -> None:
         """Register a function, a :class:`Task` instance or a Task class as task type ``name``.
 
@@ -194,6 +198,7 @@ class Engine:
             timeout=timeout,
             retry=retry,
             poll_interval=poll_interval,
+            breaker=breaker,
         )
 
     # lifecycle ---------------------------------------------------------------
@@ -496,17 +501,36 @@ class Engine:
 
     def _refill(self, pool: TaskPool) -> None:
         """A pool that refused work has room again: read its pending rows back."""
-        if self._tg is not None:
-            self._tg.start_soon(self._refill_from_store, pool)
+        if self._tg is not None and not pool.refilling:
+            pool.refilling = True
+            self._tg.start_soon(self._refill_from_store, pool, name=f"refill {pool.definition.name}")
 
     async def _refill_from_store(self, pool: TaskPool) -> None:
-        # The pool knows at most concurrency + backlog rows, so twice that many
-        # due rows hold every row it knows plus as many new ones as it can take.
-        capacity = pool.options.backlog + pool.options.concurrency
-        rows = await self._store.pending_runs(pool.definition.name, 2 * capacity, time.time())
-        for workflow_id, message in rows:
-            if not pool.knows(workflow_id, message.id):
-                self._deliver(workflow_id, message)
+        """Page through the pool's due RunTask rows until its room is filled or none are left.
+
+        Rows the pool holds are skipped; a row whose result is not committed yet is
+        delivered and dropped as stale by its actor. ``overflowed`` is cleared only
+        by a scan that reached the end; a pool left idle with rows pending scans again.
+        """
+        try:
+            room = pool.room()
+            after: tuple[str, str] | None = None
+            delivered = 0
+            while delivered < room:
+                rows = await self._store.pending_runs(pool.definition.name, max(room, 64), time.time(), after)
+                for workflow_id, message in rows:
+                    if not pool.knows(workflow_id, message.id):
+                        self._deliver(workflow_id, message)
+                        delivered += 1
+                if len(rows) < max(room, 64):
+                    pool.overflowed = False  # the scan reached the end: nothing else is waiting
+                    break
+                after = (rows[-1][0], rows[-1][1].id)
+        finally:
+            pool.refilling = False
+        if pool.overflowed and pool.active == 0 and pool.queued == 0 and self._dispatcher is not None:
+            await self._dispatcher.wait_quiet()  # let the stale results commit, then look again
+            self._refill(pool)
 
     def statistics(self) -> EngineStatistics:
         """Counters of the engine, its store, its actors and its pools."""

@@ -290,6 +290,10 @@ def _task_error(turn: Turn, i: int, run: StageRun, msg: TaskDone) -> None:
     assert error is not None
     if out.context_update:
         turn.update_stage(i, context_update={**run.context_update, **out.context_update})
+    if out.free_retry:  # the call was never made (open circuit): same attempt, later
+        turn.update_stage(i, polls=run.polls + 1, error=error, run_id=None)
+        _emit_run(turn, i, deliver_at=turn.now + (out.retry_after or 0.0))
+        return
     if error.transient and not out.retry.gives_up_after(run.attempt):
         delay = out.retry.delay(run.attempt, seed=msg.run.id, retry_after=out.retry_after)
         turn.update_stage(i, attempt=run.attempt + 1, polls=0, error=error, run_id=None)

@@ -105,9 +105,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How a task call ended, as the pool reports it to the actor.
 
-    Exactly one of ``result`` and ``error`` is set. ``cancelled`` marks a call
-    the engine cancelled on a user's cancel or a stage timeout: its outcome is
-    dropped by the handler (the cancel already wrote the stage's fate).
+    Exactly one of ``result`` and ``error`` is set. ``free_retry`` marks a call
+    that was never made (an open circuit): it is retried without using up an attempt.
     """
 
     result: TaskResult | None = None
@@ -116,6 +115,7 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
     context_update: dict[str, Any] = {}
     retry: RetryPolicy = RetryPolicy()
     poll_interval: float = 1.0
+    free_retry: bool = False
 
 
 class TaskDone(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._breaker import BreakerStatistics, CircuitBreaker
 from ._codec import check_encodable
 from ._errors import EncodingError, TransientError
 from ._messages import ErrorInfo, RunTask, TaskDone, TaskOutcome
@@ -57,6 +58,7 @@ class PoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
     timed_out: int
     cancelled: int
     crashed: int
+    breaker: BreakerStatistics | None
 
 
 Report = Callable[[Job, TaskDone | None], None]
@@ -76,6 +78,7 @@ class TaskPool:
         self.definition = definition
         self.options = definition.options
         self.limiter = anyio.CapacityLimiter(self.options.concurrency)
+        self.breaker = CircuitBreaker(self.options.breaker) if self.options.breaker is not None else None
         self._tg = tg
         self._report = report
         self._refill = refill
@@ -84,6 +87,7 @@ class TaskPool:
         self._running: dict[tuple[str, str], Job] = {}
         self._known: set[tuple[str, str]] = set()
         self.overflowed = False
+        self.refilling = False
         self.draining = False
         self.rejected = self.completed = self.failed = self.timed_out = 0
         self.cancelled = self.crashed = 0
@@ -165,6 +169,15 @@ class TaskPool:
         """Calls running now."""
         return len(self._running)
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting in the backlog."""
+        return len(self._backlog)
+
+    def room(self) -> int:
+        """How many more jobs the pool takes now (free slots plus free backlog places)."""
+        return self.options.concurrency - len(self._running) + self.options.backlog - len(self._backlog)
+
     async def _run(self, job: Job) -> None:
         done: TaskDone | None = None
         try:
@@ -192,10 +205,32 @@ class TaskPool:
                 return
             self._backlog.popleft()
         if self.overflowed and not self._backlog and not self.draining:
-            self.overflowed = False
             self._refill(self)
 
     async def _call(self, job: Job) -> TaskDone | None:
+        breaker = self.breaker
+        if breaker is None:
+            return await self._call_guarded(job)
+        if not breaker.allow():
+            error = ErrorInfo.capped(
+                "CircuitOpen",
+                f"stage {job.view.ref_id!r}: the circuit of task type {job.view.task!r} is open",
+                attempt=job.view.attempt,
+                transient=True,
+            )
+            retry_after = max(breaker.retry_after(), 0.001)
+            return TaskDone(run=job.run, outcome=self._outcome(error=error, retry_after=retry_after, free_retry=True))
+        done: TaskDone | None = None
+        try:
+            done = await self._call_guarded(job)
+        finally:
+            if done is None:
+                breaker.abandon()  # cancelled: neither a success nor a failure
+            else:
+                breaker.record(success=done.outcome.error is None)
+        return done
+
+    async def _call_guarded(self, job: Job) -> TaskDone | None:
         view = job.view
         extra = {"workflow_id": job.workflow_id, "stage": view.ref_id, "task": view.task, "attempt": view.attempt}
         log.debug("task started", extra=extra)
@@ -272,6 +307,7 @@ class TaskPool:
             timed_out=self.timed_out,
             cancelled=self.cancelled,
             crashed=self.crashed,
+            breaker=self.breaker.statistics() if self.breaker is not None else None,
         )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 
+from ._breaker import CircuitBreakerPolicy
 from ._errors import RegistrationError
 from ._retry import RetryPolicy
 
@@ -37,6 +38,7 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
         timeout: seconds one call may take (cancelled for real; retried as transient).
         retry: the policy for transient errors and timeouts.
         poll_interval: seconds between calls of a task that returned ``running``.
+        breaker: a circuit breaker policy for this task type (None: no breaker).
     """
 
     concurrency: int = 100
@@ -44,6 +46,7 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float = 300.0
     retry: RetryPolicy = RetryPolicy()
     poll_interval: float = 1.0
+    breaker: CircuitBreakerPolicy | None = None
 
 
 class TaskDefinition:

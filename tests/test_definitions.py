@@ -54,6 +54,8 @@ EXPECTED_ALL = (
     "TaskOptions",
     "TaskResult",
     "RetryPolicy",
+    "CircuitBreakerPolicy",
+    "CircuitState",
     "WorkflowStatus",
     # views
     "StageView",

@@ -172,8 +172,10 @@ class Store(ABC):
         """Every outbox row (recovery at start): (workflow id, message)."""
 
     @abstractmethod
-    async def pending_runs(self, task_type: str, limit: int, now: float) -> list[tuple[str, Durable]]:
-        """Due RunTask rows of one task type (a pool refilling after overflow)."""
+    async def pending_runs(
+        self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
+    ) -> list[tuple[str, Durable]]:
+        """Due RunTask rows of one task type in key order, after the key ``after`` (a pool refilling)."""
 
     @abstractmethod
     async def events(self, workflow_id: str) -> list[Event]:

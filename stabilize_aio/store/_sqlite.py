@@ -259,12 +259,15 @@ class SqliteStore(Store):
         rows = await self._fetch("SELECT workflow_id, body FROM outbox ORDER BY deliver_at")
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
-    async def pending_runs(self, task_type: str, limit: int, now: float) -> list[tuple[str, Durable]]:
+    async def pending_runs(
+        self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
+    ) -> list[tuple[str, Durable]]:
         self.outbox_reads += 1
+        start = after if after is not None else ("", "")
         rows = await self._fetch(
             "SELECT workflow_id, body FROM outbox WHERE task_type = ? AND (deliver_at IS NULL OR deliver_at <= ?)"
-            " ORDER BY deliver_at LIMIT ?",
-            (task_type, now, limit),
+            " AND (workflow_id, id) > (?, ?) ORDER BY workflow_id, id LIMIT ?",
+            (task_type, now, start[0], start[1], limit),
         )
         return [(r[0], durable_decoder.decode(r[1])) for r in rows]
 
