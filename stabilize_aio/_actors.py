@@ -56,7 +56,7 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class WorkflowActor:
     """The single writer of one workflow while it is live."""
 
-    __slots__ = ("dispatched", "inflight", "loads", "mailbox", "running", "state", "workflow_id")
+    __slots__ = ("dispatched", "inflight", "loads", "mailbox", "running", "state", "waiting", "wake", "workflow_id")
 
     def __init__(self, workflow_id: str, state: WorkflowState | None) -> None:
         self.workflow_id = workflow_id
@@ -67,7 +67,9 @@ class WorkflowActor:
         #: RunTask ids handed to a pool whose row is not consumed yet: never dispatched twice,
         #: even when a redelivery overtakes the call's own result in the mailbox.
         self.dispatched: set[str] = set()
-        self.running = False
+        self.running = False  # its coroutine exists (doing a turn, or waiting for calls in flight)
+        self.waiting = False  # its coroutine waits on `wake` for a result of a call in flight
+        self.wake = anyio.Event()
         self.loads = 0
 
     def __repr__(self) -> str:
@@ -116,12 +118,27 @@ class Dispatcher:
         elif actor.state is None and state is not None:
             actor.state = state
         actor.mailbox.append(message)
-        if not actor.running:
+        if actor.waiting:
+            self._resume(actor)
+        elif not actor.running:
             actor.running = True
-            self._running += 1
-            if self._quiet.is_set():
-                self._quiet = anyio.Event()
+            self._busy()
             self._tg.start_soon(self._run, actor, name=f"actor {workflow_id}")
+
+    def _busy(self) -> None:
+        self._running += 1
+        if self._quiet.is_set():
+            self._quiet = anyio.Event()
+
+    def _idle(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._quiet.set()
+
+    def _resume(self, actor: WorkflowActor) -> None:
+        actor.waiting = False
+        self._busy()
+        actor.wake.set()
 
     def task_finished(self, job: Job, done: TaskDone | None) -> None:
         """A pool's report: a result enters the reserved lane; a cancelled call just leaves."""
@@ -130,8 +147,11 @@ class Dispatcher:
             actor.inflight.discard(job.run.id)
         if done is not None:
             self.deliver(job.workflow_id, done)
-        elif actor is not None and not actor.running:
-            self._maybe_passivate(actor)
+        elif actor is not None:
+            if actor.waiting and not actor.inflight:
+                self._resume(actor)  # its last call was cancelled: let it leave
+            elif not actor.running:
+                self._maybe_passivate(actor)
 
     async def wait_quiet(self) -> None:
         """Wait until no actor is running a turn."""
@@ -145,47 +165,60 @@ class Dispatcher:
     # turns -----------------------------------------------------------------
     async def _run(self, actor: WorkflowActor) -> None:
         try:
-            failures = 0
-            while actor.mailbox:
-                if actor.state is None:
-                    loaded = await self._store.load(actor.workflow_id)
-                    actor.loads += 1
-                    if loaded is None:
-                        log.warning("messages for unknown workflow %s dropped", actor.workflow_id)
+            while True:
+                await self._drain(actor)
+                if not actor.inflight or not self.accept_dispatch:
+                    break
+                # Calls are in flight: wait for their results instead of leaving and being respawned.
+                actor.wake = anyio.Event()
+                actor.waiting = True
+                self._idle()
+                await actor.wake.wait()
+        finally:
+            if actor.waiting:
+                actor.waiting = False
+            else:
+                self._idle()
+            actor.running = False
+            self._maybe_passivate(actor)
+
+    async def _drain(self, actor: WorkflowActor) -> None:
+        """Run turns until the mailbox is empty."""
+        failures = 0
+        while actor.mailbox:
+            if actor.state is None:
+                loaded = await self._store.load(actor.workflow_id)
+                actor.loads += 1
+                if loaded is None:
+                    log.warning("messages for unknown workflow %s dropped", actor.workflow_id)
+                    actor.mailbox.clear()
+                    break
+                actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
+            state = actor.state
+            batch = [actor.mailbox.popleft() for _ in range(min(self._batch, len(actor.mailbox)))]
+            turn = Turn(state, self._clock())
+            for message in batch:
+                _handlers.apply(turn, message)
+            t = turn.t
+            self.turns += 1
+            self.messages += len(batch)
+            if not t.empty:
+                try:
+                    await self._store.write(t)
+                except ConcurrencyError:
+                    failures += 1
+                    self.reloads += 1
+                    log.warning("turn of %s refused by its fence; reloading", actor.workflow_id)
+                    actor.state = None
+                    if failures > 3:
+                        log.error("workflow %s keeps failing its fence; left to recovery", actor.workflow_id)
                         actor.mailbox.clear()
                         break
-                    actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
-                state = actor.state
-                batch = [actor.mailbox.popleft() for _ in range(min(self._batch, len(actor.mailbox)))]
-                turn = Turn(state, self._clock())
-                for message in batch:
-                    _handlers.apply(turn, message)
-                t = turn.t
-                self.turns += 1
-                self.messages += len(batch)
-                if not t.empty:
-                    try:
-                        await self._store.write(t)
-                    except ConcurrencyError:
-                        failures += 1
-                        self.reloads += 1
-                        log.warning("turn of %s refused by its fence; reloading", actor.workflow_id)
-                        actor.state = None
-                        if failures > 3:
-                            log.error("workflow %s keeps failing its fence; left to recovery", actor.workflow_id)
-                            actor.mailbox.clear()
-                            break
-                        actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
-                        continue
-                    state.apply(t)
-                failures = 0
-                self._after_commit(actor, state, t)
-        finally:
-            actor.running = False
-            self._running -= 1
-            if self._running == 0:
-                self._quiet.set()
-            self._maybe_passivate(actor)
+                    actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
+                    continue
+                state.apply(t)
+            failures = 0
+            self._after_commit(actor, state, t)
 
     def _after_commit(self, actor: WorkflowActor, state: WorkflowState, t: Transition) -> None:
         actor.dispatched.difference_update(t.consumed)

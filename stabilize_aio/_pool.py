@@ -34,7 +34,7 @@ log = logging.getLogger("stabilize_aio.pool")
 class Job:
     """One task call waiting for or holding a bulkhead slot."""
 
-    __slots__ = ("key", "run", "scope", "timeout", "view", "workflow_id")
+    __slots__ = ("cancelled", "key", "run", "scope", "timeout", "view", "workflow_id")
 
     def __init__(self, workflow_id: str, run: RunTask, view: StageView, timeout: float) -> None:
         self.workflow_id = workflow_id
@@ -43,6 +43,13 @@ class Job:
         self.view = view
         self.timeout = timeout
         self.scope: anyio.CancelScope | None = None
+        self.cancelled = False  # set when the engine cancels the call (not a timeout)
+
+    def cancel(self) -> None:
+        """Cancel the call on the engine's behalf: it will report nothing."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class PoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +100,8 @@ class TaskPool:
         self.cancelled = self.crashed = 0
         self._idle = anyio.Event()
         self._idle.set()
+        self._workers = 0
+        self._waiting: list[_Worker] = []
 
     def __repr__(self) -> str:
         return (
@@ -124,7 +133,13 @@ class TaskPool:
         self._known.add(job.key)
         self._running[job.key] = job
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        self._tg.start_soon(self._run, job, name=f"task {self.definition.name} {job.run.id}")
+        if self._waiting:  # hand it to an idle worker: cheaper than spawning a task
+            worker = self._waiting.pop()
+            worker.job = job
+            worker.wake.set()
+        else:
+            self._workers += 1
+            self._tg.start_soon(self._worker, job, name=f"worker {self.definition.name}")
         return True
 
     def knows(self, workflow_id: str, run_id: str) -> bool:
@@ -135,8 +150,7 @@ class TaskPool:
         """Cancel a running call or drop a queued one (key: workflow id, run id)."""
         job = self._running.get(key)
         if job is not None:
-            if job.scope is not None:
-                job.scope.cancel()
+            job.cancel()
             return True
         for queued in self._backlog:
             if queued.key == key:
@@ -157,8 +171,11 @@ class TaskPool:
     def cancel_all(self) -> None:
         """Cancel every running call (shutdown: they report nothing)."""
         for job in list(self._running.values()):
-            if job.scope is not None:
-                job.scope.cancel()
+            job.cancel()
+        for worker in self._waiting:
+            worker.job = None
+            worker.wake.set()  # idle workers leave
+        self._waiting.clear()
 
     async def wait_idle(self) -> None:
         """Wait until no call runs."""
@@ -178,6 +195,26 @@ class TaskPool:
         """How many more jobs the pool takes now (free slots plus free backlog places)."""
         return self.options.concurrency - len(self._running) + self.options.backlog - len(self._backlog)
 
+    async def _worker(self, first: Job) -> None:
+        """A supervised worker: runs jobs, then takes the next from the backlog or waits idle."""
+        job: Job | None = first
+        me = _Worker()
+        try:
+            while job is not None:
+                await self._run(job)
+                await anyio.lowlevel.checkpoint()  # fairness: a task that never awaits must not starve actors
+                job = self._next_from_backlog()
+                if job is None and not self.draining:
+                    me.wake = anyio.Event()
+                    self._waiting.append(me)
+                    await me.wake.wait()
+                    job = me.job
+                    me.job = None
+        finally:
+            self._workers -= 1
+            if me in self._waiting:
+                self._waiting.remove(me)
+
     async def _run(self, job: Job) -> None:
         done: TaskDone | None = None
         try:
@@ -191,21 +228,25 @@ class TaskPool:
             self._running.pop(job.key, None)
             self._known.discard(job.key)
             self.limiter.release_on_behalf_of(job)
-            self._start_backlog()
-            if not self._running:
+            if not self._running and not self._backlog:
                 self._idle.set()
         self._report(job, done)
 
-    def _start_backlog(self) -> None:
-        while self._backlog and not self.draining:
+    def _next_from_backlog(self) -> Job | None:
+        """Give this worker the next queued job (taking its slot), or ask for a refill."""
+        if self._backlog and not self.draining:
             job = self._backlog[0]
-            self._known.discard(job.key)
-            if not self._try_start(job):
-                self._known.add(job.key)
-                return
+            try:
+                self.limiter.acquire_on_behalf_of_nowait(job)
+            except anyio.WouldBlock:
+                return None
             self._backlog.popleft()
-        if self.overflowed and not self._backlog and not self.draining:
+            self._running[job.key] = job
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            return job
+        if self.overflowed and not self.draining:
             self._refill(self)
+        return None
 
     async def _call(self, job: Job) -> TaskDone | None:
         breaker = self.breaker
@@ -234,17 +275,25 @@ class TaskPool:
         view = job.view
         extra = {"workflow_id": job.workflow_id, "stage": view.ref_id, "task": view.task, "attempt": view.attempt}
         log.debug("task started", extra=extra)
-        with anyio.CancelScope() as scope:
+        # One scope does both jobs: its deadline is the call's timeout, and cancel()
+        # (flagged on the job) is the engine's cancellation.
+        with anyio.CancelScope(deadline=anyio.current_time() + job.timeout) as scope:
             job.scope = scope
+            if job.cancelled:
+                scope.cancel()
             try:
-                with anyio.fail_after(job.timeout):
-                    if self.definition.is_async:
-                        value = await self.definition.call(view)  # type: ignore[misc]
-                    else:
-                        value = await anyio.to_thread.run_sync(self.definition.call, view, limiter=self._threads)
+                if self.definition.is_async:
+                    value = await self.definition.call(view)  # type: ignore[misc]
+                else:
+                    value = await anyio.to_thread.run_sync(self.definition.call, view, limiter=self._threads)
                 return TaskDone(run=job.run, outcome=self._check_result(job, value))
-            except TimeoutError:
-                self.timed_out += 1
+            except TimeoutError:  # the task's own TimeoutError counts as transient, like a timeout
+                self.failed += 1
+                log.info("task raised TimeoutError", extra=extra)
+                error = _error_info(
+                    TimeoutError(f"stage {view.ref_id!r}: task timed out"), view.attempt, transient=True
+                )
+                return TaskDone(run=job.run, outcome=self._outcome(error=error))
                 log.warning("task timed out after %ss", job.timeout, extra=extra)
                 error = ErrorInfo.capped(
                     "TaskTimeout",
@@ -267,6 +316,16 @@ class TaskPool:
                 return TaskDone(
                     run=job.run, outcome=self._outcome(error=_error_info(exc, view.attempt, transient=False))
                 )
+        if not job.cancelled:  # the deadline passed: a timeout, retried as transient
+            self.timed_out += 1
+            log.warning("task timed out after %ss", job.timeout, extra=extra)
+            error = ErrorInfo.capped(
+                "TaskTimeout",
+                f"stage {view.ref_id!r}: task {view.task!r} timed out after {job.timeout}s",
+                attempt=view.attempt,
+                transient=True,
+            )
+            return TaskDone(run=job.run, outcome=self._outcome(error=error))
         self.cancelled += 1
         log.info("task cancelled by the engine", extra=extra)
         return None
@@ -309,6 +368,14 @@ class TaskPool:
             crashed=self.crashed,
             breaker=self.breaker.statistics() if self.breaker is not None else None,
         )
+
+
+class _Worker:
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self.wake = anyio.Event()
 
 
 def _error_info(exc: BaseException, attempt: int, *, transient: bool) -> ErrorInfo:
