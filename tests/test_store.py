@@ -1,0 +1,209 @@
+"""The store contract, run against every backend (a conformance suite).
+
+Each test opens a real store, writes through the group writer exactly as the
+engine does, and reads back. Backends: SQLite always; PostgreSQL joins when its
+store exists (issue 4) through the ``store_factory`` parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
+from stabilize_aio._engine import _initial_state
+from stabilize_aio._handlers import handle
+from stabilize_aio._messages import CancelWorkflow, RunTask, StartWorkflow
+from stabilize_aio._state import Transition, WorkflowState
+from stabilize_aio.store import NewWorkflow, Store, store_from_url
+
+S = WorkflowStatus
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A factory of stores on one fresh database of the parametrized backend."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    return lambda: store_from_url(url)
+
+
+@asynccontextmanager
+async def opened(factory: StoreFactory) -> AsyncIterator[Store]:
+    """An open store with its group writer running (as inside an engine)."""
+    store = factory()
+    await store.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_writer)
+            yield store
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+
+
+def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:
+    stages = [Stage(r, "t") for r in refs] or [Stage("a", "t")]
+    state = _initial_state(Workflow(application="app", name="wf", stages=stages), wid, {"in": 1})
+    op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+    return state, op
+
+
+async def test_insert_then_load_round_trips(store_factory: StoreFactory) -> None:
+    """A submitted workflow loads back with its record, specs and runs unchanged."""
+    state, op = new_workflow("wf-1", "a", "b")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        loaded = await store.load("wf-1")
+        missing = await store.load("nope")
+    assert loaded is not None
+    assert (state.record, state.specs, state.runs) == (loaded.record, loaded.specs, loaded.runs)
+    assert missing is None
+
+
+async def test_start_row_is_pending_until_its_turn_consumes_it(store_factory: StoreFactory) -> None:
+    """The start row is pending work after submit; the start turn deletes it and adds its RunTasks."""
+    state, op = new_workflow("wf-1", "a", "b")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        before = await store.pending_messages()
+        t = handle(state, StartWorkflow(), 10.0)
+        await store.write(t)
+        after = await store.pending_messages()
+    assert [("wf-1", StartWorkflow())] == before
+    assert sorted(m.id for m in t.emitted) == sorted(m.id for _, m in after)
+    assert all(isinstance(m, RunTask) for _, m in after)
+
+
+async def test_concurrent_writes_are_grouped_into_few_commits(store_factory: StoreFactory) -> None:
+    """Many ops queued together commit in one transaction each group, not one per op."""
+    ops = [new_workflow(f"wf-{i}")[1] for i in range(100)]
+    async with opened(store_factory) as store:
+        async with anyio.create_task_group() as tg:
+            for op in ops:
+                tg.start_soon(store.write, op)
+        stats = store.statistics()
+    assert 100 == stats.workflows_inserted
+    assert stats.commits < 10
+    assert stats.largest_group > 10
+
+
+async def test_a_failed_fence_refuses_only_the_offending_turn(store_factory: StoreFactory) -> None:
+    """A stale turn in a group is refused with ConcurrencyError; the others in the group commit."""
+    states = [new_workflow(f"wf-{i}") for i in range(5)]
+    async with opened(store_factory) as store:
+        for _, op in states:
+            await store.write(op)
+        turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
+        stale = msgspec.structs.replace(turns[2], base_workflow_version=7)  # the row is at version 0
+        results: dict[int, str] = {}
+
+        async def write(i: int, t: Transition) -> None:
+            try:
+                await store.write(t)
+                results[i] = "ok"
+            except ConcurrencyError:
+                results[i] = "refused"
+
+        async with anyio.create_task_group() as tg:
+            for i, t in enumerate([*turns[:2], stale, *turns[3:]]):
+                tg.start_soon(write, i, t)
+        loaded = [await store.load(f"wf-{i}") for i in range(5)]
+        replayed = store.statistics().groups_replayed
+    assert {0: "ok", 1: "ok", 2: "refused", 3: "ok", 4: "ok"} == results
+    assert [S.RUNNING, S.RUNNING, S.NOT_STARTED, S.RUNNING, S.RUNNING] == [
+        w.record.status for w in loaded if w is not None
+    ]
+    assert replayed >= 1
+
+
+async def test_consuming_a_row_twice_is_refused(store_factory: StoreFactory) -> None:
+    """A transition whose consumed row is already gone is a duplicate and is refused."""
+    _, op = new_workflow("wf-1")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        await store.write(Transition(workflow_id="wf-1", consumed=["start"]))
+        with pytest.raises(ConcurrencyError):
+            await store.write(Transition(workflow_id="wf-1", consumed=["start"]))
+        assert [] == await store.pending_messages()
+
+
+async def test_discarding_a_missing_row_is_not_an_error(store_factory: StoreFactory) -> None:
+    """A discard (a late or repeated command) deletes the row if it is there and never fails."""
+    _, op = new_workflow("wf-1")
+    cancel = CancelWorkflow(id="cancel", reason="x")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        await store.write(Transition(workflow_id="wf-1", emitted=[cancel]))
+        await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
+        await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
+        pending = await store.pending_messages()
+    assert [("wf-1", StartWorkflow())] == pending
+
+
+async def test_a_duplicate_row_or_event_is_refused(store_factory: StoreFactory) -> None:
+    """Emitting an outbox row or an event key that exists already fails the turn."""
+    state, op = new_workflow("wf-1")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        t = handle(state, StartWorkflow(), 1.0)
+        await store.write(t)
+        again = Transition(workflow_id="wf-1", events=list(t.events))
+        with pytest.raises(ConcurrencyError):
+            await store.write(again)
+        events = await store.events("wf-1")
+    assert [e.key for e in t.events] == [e.key for e in events]
+
+
+async def test_pending_runs_pages_by_key_and_skips_future_rows(store_factory: StoreFactory) -> None:
+    """pending_runs returns due rows of one task type in key order, after a given key."""
+    async with opened(store_factory) as store:
+        for i in range(5):
+            _, op = new_workflow(f"wf-{i}")
+            await store.write(op)
+            due = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, attempt=1)
+            later = RunTask(id="r0.0.0.2.0", stage=0, task=0, task_type="t", generation=0, attempt=2, deliver_at=1e12)
+            other = RunTask(id="r0.0.0.1.9", stage=0, task=0, task_type="other", generation=0, attempt=1)
+            await store.write(Transition(workflow_id=f"wf-{i}", emitted=[due, later, other]))
+        first = await store.pending_runs("t", 3, 1000.0)
+        rest = await store.pending_runs("t", 3, 1000.0, after=(first[-1][0], first[-1][1].id))
+    assert ["wf-0", "wf-1", "wf-2"] == [w for w, _ in first]
+    assert ["wf-3", "wf-4"] == [w for w, _ in rest]
+    assert {"r0.0.0.1.0"} == {m.id for _, m in first + rest}
+
+
+async def test_list_filters_and_orders_newest_first(store_factory: StoreFactory) -> None:
+    """list_workflows filters by status and application and returns the newest first."""
+    async with opened(store_factory) as store:
+        for i in range(3):
+            _, op = new_workflow(f"wf-{i}")
+            await store.write(msgspec.structs.replace(op, record=msgspec.structs.replace(op.record, created_at=i)))
+        state, _ = new_workflow("wf-1")
+        state.record = msgspec.structs.replace(state.record, created_at=1)
+        await store.write(handle(state, StartWorkflow(), 5.0))
+        everything = await store.list_workflows(status=None, application=None, limit=10)
+        running = await store.list_workflows(status="RUNNING", application=None, limit=10)
+        none = await store.list_workflows(status=None, application="other", limit=10)
+        limited = await store.list_workflows(status=None, application="app", limit=2)
+    assert ["wf-2", "wf-1", "wf-0"] == [r.id for r in everything]
+    assert ["wf-1"] == [r.id for r in running]
+    assert ([], ["wf-2", "wf-1"]) == ([r.id for r in none], [r.id for r in limited])
+
+
+async def test_state_survives_reopening(store_factory: StoreFactory) -> None:
+    """What one store instance committed, a new instance on the same database reads."""
+    state, op = new_workflow("wf-1", "a")
+    async with opened(store_factory) as store:
+        await store.write(op)
+        await store.write(handle(state, StartWorkflow(), 1.0))
+    async with opened(store_factory) as store:
+        loaded = await store.load("wf-1")
+        pending = await store.pending_messages()
+    assert loaded is not None
+    assert (S.RUNNING, S.RUNNING) == (loaded.record.status, loaded.runs[0].status)
+    assert ["r0.0.0.1.0"] == [m.id for _, m in pending]
