@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -199,18 +199,37 @@ class Store(ABC):
         )
 
 
-def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
+class Rows:
+    """Ops flattened into per-statement parameter rows, and the bytes they carry."""
+
+    __slots__ = ("batches", "nbytes")
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[tuple[Any, ...]]] = {
+            "wf_insert": [],
+            "stage_insert": [],
+            "wf_update": [],
+            "stage_update": [],
+            "outbox_delete": [],
+            "outbox_discard": [],
+            "outbox_insert": [],
+            "event_insert": [],
+        }
+        self.nbytes = 0  # the encoded blobs written: what O(1) writes per step is measured by
+
+
+def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
     """Flatten ops into per-statement parameter rows (shared by the SQL stores)."""
-    out: dict[str, list[tuple[Any, ...]]] = {
-        "wf_insert": [],
-        "stage_insert": [],
-        "wf_update": [],
-        "stage_update": [],
-        "outbox_delete": [],
-        "outbox_discard": [],
-        "outbox_insert": [],
-        "event_insert": [],
-    }
+    rows = Rows()
+    out = rows.batches
+    nbytes = 0
+
+    def enc(value: Any) -> bytes:
+        nonlocal nbytes
+        data = encode(value)
+        nbytes += len(data)
+        return data
+
     for op in ops:
         if isinstance(op, NewWorkflow):
             r = op.record
@@ -237,7 +256,8 @@ def rows_for(ops: Sequence[Op], enc: Any) -> dict[str, list[tuple[Any, ...]]]:
             out["outbox_insert"].append(_outbox_row(wid, msg, enc))
         for ev in op.events:
             out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
-    return out
+    rows.nbytes = nbytes
+    return rows
 
 
 def _base_version(op: Transition, idx: int) -> int:
@@ -251,16 +271,3 @@ def _base_version(op: Transition, idx: int) -> int:
 def _outbox_row(wid: str, msg: Durable, enc: Any) -> tuple[Any, ...]:
     task_type = getattr(msg, "task_type", None)
     return (wid, msg.id, msg.deliver_at, type(msg).__name__, task_type, enc(msg))
-
-
-def row_bytes(rows: dict[str, list[tuple[Any, ...]]]) -> int:
-    """Approximate bytes a batch writes: the sizes of its text and blob parameters."""
-    total = 0
-    for batch in rows.values():
-        for row in batch:
-            for v in row:
-                if isinstance(v, bytes | str):
-                    total += len(v)
-                elif v is not None:
-                    total += 8
-    return total

@@ -33,7 +33,7 @@ from .._errors import (
 )
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
-from ._base import LoadedWorkflow, Op, Store, row_bytes, rows_for
+from ._base import LoadedWorkflow, Op, Store, rows_for
 
 APP_ID = "stabilize_aio"
 _enc = msgspec.msgpack.Encoder().encode
@@ -213,7 +213,7 @@ class SqliteStore(Store):
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 for key, sql in _SQL.items():  # the order of _SQL is the order of execution
-                    batch = rows[key]
+                    batch = rows.batches[key]
                     if not batch:
                         continue
                     cur = await conn.executemany(sql, batch)
@@ -228,7 +228,7 @@ class SqliteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"SQLite write failed on {str(self.path)!r}: {exc}") from exc
         self.commits += 1
-        self.bytes_written += row_bytes(rows)
+        self.bytes_written += rows.nbytes
 
     # reads -------------------------------------------------------------------
     def _conn(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
