@@ -134,8 +134,7 @@ class Engine:
         self._dispatcher: Dispatcher | None = None
         self._timers: TimerService | None = None
         self._pools: dict[str, TaskPool] = {}
-        self._waiters: dict[str, anyio.Event] = {}
-        self._room = anyio.Event()
+        self._waiters: dict[str, _Waiter] = {}
 
     def __repr__(self) -> str:
         return f"<Engine {self.url!r} {self._life.value} tasks={sorted(self._definitions)}>"
@@ -323,8 +322,8 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._store.close()
-            for event in self._waiters.values():
-                event.set()
+            for waiter in self._waiters.values():
+                waiter.event.set()
 
     def _require_running(self) -> Dispatcher:
         if self._life is not _Life.RUNNING or self._dispatcher is None:
@@ -435,19 +434,23 @@ class Engine:
         return events
 
     async def _wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
-        event = self._waiters.get(workflow_id)
-        if event is None:
-            event = self._waiters[workflow_id] = anyio.Event()
-        try:
+        waiter = self._waiters.get(workflow_id)
+        if waiter is None:
+            waiter = self._waiters[workflow_id] = _Waiter()
+        state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
+        if state is not None:
+            if state.record.status.is_complete:
+                return view_of(state)
+        else:
             view = await self.get(workflow_id)
             if view.status.is_complete:
                 return view
+        if timeout is None:
+            await waiter.event.wait()
+        else:
             with anyio.fail_after(timeout):
-                await event.wait()
-            return await self.get(workflow_id)
-        finally:
-            if self._waiters.get(workflow_id) is event and event.is_set():
-                del self._waiters[workflow_id]
+                await waiter.event.wait()
+        return waiter.view if waiter.view is not None else await self.get(workflow_id)
 
     def _finished(self, state: WorkflowState) -> None:
         log.info(
@@ -456,9 +459,10 @@ class Engine:
             state.record.status.value,
             extra={"workflow_id": state.record.id},
         )
-        event = self._waiters.pop(state.record.id, None)
-        if event is not None:
-            event.set()
+        waiter = self._waiters.pop(state.record.id, None)
+        if waiter is not None:
+            waiter.view = view_of(state)  # built once for every waiter of this run
+            waiter.event.set()
 
     # control -----------------------------------------------------------------
     async def cancel(self, workflow_id: str, reason: str = "") -> WorkflowView:
@@ -553,6 +557,16 @@ class Engine:
     def store(self) -> Store:
         """The engine's store."""
         return self._store
+
+
+class _Waiter:
+    """Callers of run.wait() on one run: woken by the commit that finishes it, with its final view."""
+
+    __slots__ = ("event", "view")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.view: WorkflowView | None = None
 
 
 def _new_id() -> str:

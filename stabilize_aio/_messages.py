@@ -5,6 +5,10 @@ change that produced them, delivered in memory after that commit, deleted in the
 transaction of their effect. Their ids are deterministic (stage index,
 generation, task, attempt, poll), so a redelivery has the same id as the
 original. In-memory messages never reach the store.
+
+Records, messages and views are declared ``gc=False``: they are acyclic data,
+so the garbage collector need not track them, and a process holding many live
+workflows does not pay for scanning them (measured in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ from ._model import TaskResult
 from ._retry import RetryPolicy
 
 
-class StartWorkflow(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
+class StartWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="start"):
     """Written by submit: start the run."""
 
     id: str = "start"
     deliver_at: float | None = None
 
 
-class RunTask(msgspec.Struct, frozen=True, kw_only=True, tag="run"):
+class RunTask(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="run"):
     """A task run in flight or waiting (poll, retry backoff): lives until its result commits."""
 
     id: str
@@ -36,7 +40,7 @@ class RunTask(msgspec.Struct, frozen=True, kw_only=True, tag="run"):
     deliver_at: float | None = None
 
 
-class StageTimeout(msgspec.Struct, frozen=True, kw_only=True, tag="stage_timeout"):
+class StageTimeout(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="stage_timeout"):
     """Fires when a stage has run longer than its ``stage_timeout``."""
 
     id: str
@@ -45,7 +49,7 @@ class StageTimeout(msgspec.Struct, frozen=True, kw_only=True, tag="stage_timeout
     deliver_at: float | None = None
 
 
-class CancelWorkflow(msgspec.Struct, frozen=True, kw_only=True, tag="cancel"):
+class CancelWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="cancel"):
     """A command from outside: cancel the run."""
 
     id: str
@@ -59,7 +63,7 @@ durable_encoder = msgspec.msgpack.Encoder()
 durable_decoder: msgspec.msgpack.Decoder[Durable] = msgspec.msgpack.Decoder(Durable)
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An error recorded on a stage: small, size-capped, traceback kept."""
 
     type: str
@@ -87,7 +91,7 @@ def _cap(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "… [truncated]"
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A line of a workflow's append-only history, written in the transaction of its step.
 
     ``key`` is unique per workflow and deterministic (``stage.completed:3:0`` is
@@ -102,7 +106,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int | None = None
 
 
-class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
+class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How a task call ended, as the pool reports it to the actor.
 
     Exactly one of ``result`` and ``error`` is set. ``free_retry`` marks a call
@@ -118,14 +122,14 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
     free_retry: bool = False
 
 
-class TaskDone(msgspec.Struct, frozen=True, kw_only=True):
+class TaskDone(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """In memory: the result of the task run ``run`` returns to its actor."""
 
     run: RunTask
     outcome: TaskOutcome
 
 
-class ParkTask(msgspec.Struct, frozen=True, kw_only=True):
+class ParkTask(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """In memory: a RunTask whose task type this engine does not have."""
 
     run: RunTask

@@ -182,7 +182,7 @@ def _find_cycle(stages: tuple[Stage, ...], index: dict[str, int], stuck: set[int
     return cycle[first:] + cycle[:first]
 
 
-class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What a task returns. Build it with the class methods.
 
     ``outputs`` are merged into the stage's outputs (what downstream stages see);

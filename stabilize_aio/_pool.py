@@ -202,9 +202,10 @@ class TaskPool:
         try:
             while job is not None:
                 await self._run(job)
-                await anyio.lowlevel.checkpoint()  # fairness: a task that never awaits must not starve actors
                 job = self._next_from_backlog()
-                if job is None and not self.draining:
+                if job is not None:
+                    await anyio.lowlevel.checkpoint()  # fairness: tasks that never await must not starve actors
+                elif not self.draining:
                     me.wake = anyio.Event()
                     self._waiting.append(me)
                     await me.wake.wait()

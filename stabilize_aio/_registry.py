@@ -29,7 +29,7 @@ class Task(ABC):
 TaskCallable = Callable[["StageView"], Union[Awaitable["TaskResult"], "TaskResult"]]
 
 
-class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
+class TaskOptions(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Per task type settings, given at registration.
 
     Attributes:

@@ -13,7 +13,7 @@ import msgspec
 import tenacity
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How a task that fails transiently (or times out) is retried.
 
     Attributes:

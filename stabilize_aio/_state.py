@@ -24,7 +24,7 @@ from ._status import WorkflowStatus, transition
 S = WorkflowStatus
 
 
-class StageSpec(msgspec.Struct, frozen=True, kw_only=True):
+class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A stage's definition as stored (immutable for the run)."""
 
     ref_id: str
@@ -48,7 +48,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True):
         return S.TERMINAL
 
 
-class StageRun(msgspec.Struct, frozen=True, kw_only=True):
+class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A stage's runtime state: the one row a step rewrites."""
 
     status: WorkflowStatus = S.NOT_STARTED
@@ -68,7 +68,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True):
     parked: bool = False
 
 
-class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True):
+class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A workflow run's own row."""
 
     id: str
@@ -97,7 +97,7 @@ def set_workflow_status(record: WorkflowRecord, target: WorkflowStatus, **change
     return msgspec.structs.replace(record, status=status, **changes)
 
 
-class Transition(msgspec.Struct, kw_only=True):
+class Transition(msgspec.Struct, kw_only=True, gc=False):
     """What one actor turn commits, and what happens after the commit."""
 
     workflow_id: str
@@ -129,7 +129,7 @@ class Transition(msgspec.Struct, kw_only=True):
 class WorkflowState:
     """A live workflow in memory: records plus derived indices. Owned by one actor."""
 
-    __slots__ = ("active", "children", "outstanding", "record", "runs", "specs")
+    __slots__ = ("_ancestors", "active", "children", "outstanding", "record", "runs", "specs")
 
     def __init__(self, record: WorkflowRecord, specs: list[StageSpec], runs: list[StageRun]) -> None:
         self.record = record
@@ -141,6 +141,7 @@ class WorkflowState:
                 self.children[req].append(spec.index)
         self.outstanding = [sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs]
         self.active = sum(1 for r in runs if r.status is S.RUNNING)
+        self._ancestors: dict[int, list[int]] = {}
 
     def apply(self, t: Transition) -> None:
         """Make a committed transition part of the state."""
@@ -174,7 +175,10 @@ class WorkflowState:
         return ctx
 
     def ancestors(self, index: int) -> list[int]:
-        """Transitive ancestors of a stage, in declaration order."""
+        """Transitive ancestors of a stage, in declaration order (computed once per stage)."""
+        known = self._ancestors.get(index)
+        if known is not None:
+            return known
         seen: set[int] = set()
         stack = list(self.specs[index].requisites)
         while stack:
@@ -182,7 +186,8 @@ class WorkflowState:
             if i not in seen:
                 seen.add(i)
                 stack.extend(self.specs[i].requisites)
-        return sorted(seen)
+        result = self._ancestors[index] = sorted(seen)
+        return result
 
     def stage_index(self, ref_id: str) -> int:
         """The index of the stage ``ref_id`` (raises KeyError)."""

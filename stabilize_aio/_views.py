@@ -13,7 +13,7 @@ from ._state import WorkflowState
 from ._status import WorkflowStatus
 
 
-class StageView(msgspec.Struct, frozen=True, kw_only=True):
+class StageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What a task receives: one call of one task of one stage.
 
     Attributes:
@@ -39,7 +39,7 @@ class StageView(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
 
 
-class StageInfo(msgspec.Struct, frozen=True, kw_only=True):
+class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A stage of a workflow run, as read."""
 
     ref_id: str
@@ -53,7 +53,7 @@ class StageInfo(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: float | None
 
 
-class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True):
+class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One line of ``engine.list()``."""
 
     workflow_id: str
@@ -64,7 +64,7 @@ class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: float | None
 
 
-class WorkflowView(msgspec.Struct, frozen=True, kw_only=True):
+class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A workflow run, as read: status, stages and merged outputs."""
 
     workflow_id: str

@@ -25,7 +25,7 @@ from .._messages import Durable, Event
 from .._state import StageRun, StageSpec, Transition, WorkflowRecord
 
 
-class NewWorkflow(msgspec.Struct, kw_only=True):
+class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
     """An op: insert a submitted workflow, its stages and its start row."""
 
     record: WorkflowRecord
@@ -37,7 +37,7 @@ class NewWorkflow(msgspec.Struct, kw_only=True):
 Op = NewWorkflow | Transition
 
 
-class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Counters of a store since it opened."""
 
     commits: int
@@ -50,7 +50,7 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     queued: int
 
 
-class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True):
+class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A workflow as read from the store."""
 
     record: WorkflowRecord
