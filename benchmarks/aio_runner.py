@@ -158,32 +158,35 @@ async def w4(workdir: Path, size: int, cap: float, poll: float) -> dict[str, Any
         return TaskResult.success()
 
     wf = Workflow(application="bench", name="w4", stages=[Stage("p", "park"), Stage("n", "noop", requisites=["p"])])
-    limiter = anyio.CapacityLimiter(1_000)
+    remaining = size
 
-    async def submit() -> None:
-        async with limiter:
+    async def submitter() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
             await engine.submit(wf)
 
     out: dict[str, Any] = {}
     async with engine:
         t0 = time.perf_counter()
         async with anyio.create_task_group() as tg:
-            for _ in range(size):
-                tg.start_soon(submit)
-        out["submit_s"] = time.perf_counter() - t0
+            for _ in range(min(size, 1_000)):  # 1,000 concurrent submitters, not 100,000 tasks
+                tg.start_soon(submitter)
+        submitted = time.perf_counter()
+        out["submit_s"] = submitted - t0
         await engine.wait_idle()  # every workflow has polled once and parked on its timer
-        parked_at = time.perf_counter()
         stats = engine.statistics()
         out["parked_rss_mib"] = rss_mib()
         out["live_actors_parked"] = stats.live_actors
         out["timers_pending"] = stats.timers_pending
-        first_due = t0 + poll
         with anyio.move_on_after(cap):
             await all_done.wait()
         end = time.perf_counter()
         await engine.wait_idle()
     out["completed"] = finished
-    out["wake_to_done_s"] = end - max(first_due, parked_at)
+    # Timers come due over the submission period, from t0 + poll to submitted + poll.
+    out["wake_to_done_s"] = end - (submitted + poll)  # lag after the last timer came due
+    out["first_due_to_done_s"] = end - (t0 + poll)
     out["wall_s"] = end - t0
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

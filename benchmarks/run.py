@@ -74,10 +74,10 @@ def plan(quick: bool, peers: bool) -> list[Job]:
             Job("dbos", "W2", 200, 120),
             Job("dbos", "W3", 1_000, 120),
             Job("dbos", "W5", 200, 60),
-            Job("stabilize", "W1", 30, 90),
-            Job("stabilize", "W2", 10, 90),
+            Job("stabilize", "W1", 20, 90),
+            Job("stabilize", "W2", 5, 90),
             Job("stabilize", "W3", 50, 120),
-            Job("stabilize", "W5", 20, 60),
+            Job("stabilize", "W5", 20, 90),
         ]
     return jobs
 

@@ -125,6 +125,21 @@ class Dispatcher:
             self._busy()
             self._tg.start_soon(self._run, actor, name=f"actor {workflow_id}")
 
+    def adopt(self, state: WorkflowState, t: Transition) -> None:
+        """Take a workflow whose first transition was committed by submit, and act on it."""
+        actor = self.actors.get(state.record.id)
+        if actor is None:
+            actor = self.actors[state.record.id] = WorkflowActor(state.record.id, state)
+            self.activations += 1
+        self._after_commit(actor, state, t)
+        if not actor.running:
+            if actor.mailbox:  # e.g. a ParkTask for a task type this engine lacks
+                actor.running = True
+                self._busy()
+                self._tg.start_soon(self._run, actor, name=f"actor {state.record.id}")
+            else:
+                self._maybe_passivate(actor)
+
     def _busy(self) -> None:
         self._running += 1
         if self._quiet.is_set():

@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from . import _handlers
 from ._actors import Dispatcher, MailboxStatistics
 from ._breaker import CircuitBreakerPolicy
 from ._codec import check_encodable
@@ -37,7 +38,7 @@ from ._errors import (
     UnknownTaskError,
     WorkflowNotFound,
 )
-from ._messages import CancelWorkflow, Durable, Event, StartWorkflow
+from ._messages import CancelWorkflow, Durable, Event
 from ._model import Workflow
 from ._pool import PoolStatistics, TaskPool
 from ._registry import TaskDefinition, make_definition
@@ -366,14 +367,16 @@ class Engine:
         else:
             workflow_id = _new_id()
         state = _initial_state(workflow, workflow_id, inputs)
-        op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+        begin = _handlers.begin(state, time.time())
+        op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
         try:
             await self._store.write(op)
         except ConcurrencyError:
             if await self._exists(workflow_id):
                 return WorkflowRun(self, workflow_id)
             raise
-        dispatcher.deliver(workflow_id, StartWorkflow(), state=state)
+        state.apply(begin)
+        dispatcher.adopt(state, begin)
         return WorkflowRun(self, workflow_id)
 
     async def _exists(self, workflow_id: str) -> bool:

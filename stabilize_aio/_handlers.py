@@ -62,11 +62,26 @@ def apply(turn: Turn, message: Message) -> None:
 # workflow ------------------------------------------------------------------
 
 
+def begin(state: WorkflowState, now: float) -> Transition:
+    """The transition that starts a just-submitted workflow.
+
+    Submit commits it in the same transaction as the workflow's rows, so no
+    start row is needed: the run is durably started or not there at all.
+    """
+    turn = Turn(state, now)
+    _begin(turn)
+    return turn.t
+
+
 def _start_workflow(turn: Turn, msg: StartWorkflow) -> None:
     if turn.record.status is not S.NOT_STARTED:
         turn.discard(msg.id)  # a redelivery: the first start consumed the row
         return
     turn.consume(msg.id)
+    _begin(turn)
+
+
+def _begin(turn: Turn) -> None:
     turn.set_workflow(S.RUNNING, started_at=turn.now)
     turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
     for i, spec in enumerate(turn.state.specs):

@@ -31,7 +31,8 @@ class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
     record: WorkflowRecord
     specs: list[StageSpec]
     runs: list[StageRun]
-    start: Durable
+    start: Durable | None = None  # a start row, delivered after the commit
+    begin: Transition | None = None  # or the start turn itself, committed with the insert
 
 
 Op = NewWorkflow | Transition
@@ -230,18 +231,24 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
         nbytes += len(data)
         return data
 
-    for op in ops:
-        if isinstance(op, NewWorkflow):
-            r = op.record
+    for item in ops:
+        op: Transition
+        if isinstance(item, NewWorkflow):
+            r = item.record
             out["wf_insert"].append(
                 (r.id, r.application, r.name, r.status.value, r.version, r.created_at, r.ended_at, enc(r))
             )
-            for spec, run in zip(op.specs, op.runs, strict=True):
+            for spec, run in zip(item.specs, item.runs, strict=True):
                 out["stage_insert"].append(
                     (r.id, spec.index, spec.ref_id, run.status.value, run.version, enc(spec), enc(run))
                 )
-            out["outbox_insert"].append(_outbox_row(r.id, op.start, enc))
-            continue
+            if item.start is not None:
+                out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
+            if item.begin is None:
+                continue
+            op = item.begin  # its updates apply to the rows just inserted, in the same transaction
+        else:
+            op = item
         wid = op.workflow_id
         if op.workflow is not None:
             r = op.workflow
