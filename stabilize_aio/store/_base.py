@@ -62,9 +62,9 @@ class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class _Pending:
     __slots__ = ("done", "error", "op")
 
-    def __init__(self, op: Op) -> None:
+    def __init__(self, op: Op, done: anyio.Event) -> None:
         self.op = op
-        self.done = anyio.Event()
+        self.done = done  # shared by every op of the writer's round
         self.error: BaseException | None = None
 
 
@@ -74,6 +74,8 @@ class Store(ABC):
     def __init__(self) -> None:
         self._queue: deque[_Pending] = deque()
         self._wake = anyio.Event()
+        self._round = anyio.Event()  # set when every op queued before the writer's next take is done
+        self._committing: anyio.Event | None = None
         self.commits = 0
         self.transitions = 0
         self.workflows_inserted = 0
@@ -100,7 +102,7 @@ class Store(ABC):
             ConcurrencyError: the op's fence failed (it was not written).
             StoreError: the database failed.
         """
-        pending = _Pending(op)
+        pending = _Pending(op, self._round)
         self._queue.append(pending)
         self._wake.set()
         await pending.done.wait()
@@ -108,26 +110,35 @@ class Store(ABC):
             raise pending.error
 
     async def run_writer(self) -> None:
-        """The group writer loop; runs in the engine's task group until cancelled."""
+        """The group writer loop; runs in the engine's task group until cancelled.
+
+        Each round takes everything queued, commits it in groups of at most
+        ``max_group`` ops (one transaction each), then wakes all its callers
+        with one event.
+        """
         while True:
             if not self._queue:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            group: list[_Pending] = []
-            while self._queue and len(group) < self.max_group:
-                group.append(self._queue.popleft())
-            self.largest_group = max(self.largest_group, len(group))
+            taken = list(self._queue)
+            self._queue.clear()
+            done, self._round = self._round, anyio.Event()
+            self._committing = done
             with anyio.CancelScope(shield=True):
-                await self._commit_group(group)
+                for start in range(0, len(taken), self.max_group):
+                    group = taken[start : start + self.max_group]
+                    self.largest_group = max(self.largest_group, len(group))
+                    await self._commit_group(group)
+            self._committing = None
+            done.set()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
-        while self._queue:
-            await anyio.lowlevel.checkpoint()
-            if self._queue:
-                last = self._queue[-1]
-                await last.done.wait()
+        if self._committing is not None:
+            await self._committing.wait()
+        if self._queue:
+            await self._round.wait()
 
     async def _commit_group(self, group: list[_Pending]) -> None:
         try:
@@ -140,16 +151,12 @@ class Store(ABC):
                 except StoreError as exc:
                     p.error = exc
                 self._count([p])
-                p.done.set()
             return
         except StoreError as exc:
             for p in group:
                 p.error = exc
-                p.done.set()
             return
         self._count(group)
-        for p in group:
-            p.done.set()
 
     def _count(self, group: Sequence[_Pending]) -> None:
         for p in group:
