@@ -1,4 +1,4 @@
-"""The command line: ``stabilize-aio demo`` and friends."""
+"""The command line: ``stabilize-aio demo``, ``stabilize-aio db upgrade --url URL``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from . import _demo
+from ._errors import StoreError
+from .store import upgrade
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,13 +23,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--db", default="stabilize-demo.db", help="the SQLite file (default: %(default)s)")
     demo.add_argument("--workflows", type=int, default=3, help="how many runs to submit")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the engine's logs")
+    db = sub.add_parser("db", help="manage the database").add_subparsers(dest="db_command", required=True)
+    db_upgrade = db.add_parser(
+        "upgrade", help="apply the schema migrations the database lacks (idempotent; PostgreSQL needs it first)"
+    )
+    db_upgrade.add_argument("--url", required=True, help="postgresql://user@host/db[?schema=NAME] or sqlite:///path.db")
+    db_upgrade.add_argument("-v", "--verbose", action="store_true", help="log each migration applied")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s"
     )
     if args.command == "demo":
         return anyio.run(_demo.run, args.db, args.workflows)
+    if args.command == "db":
+        return anyio.run(_upgrade, args.url)
     return 2  # pragma: no cover - argparse rejects other commands
+
+
+async def _upgrade(url: str) -> int:
+    """``db upgrade``: migrate and say what was applied."""
+    shown = _masked(url)
+    try:
+        applied = await upgrade(url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if applied:
+        print(f"{shown}: applied migration{'s' if len(applied) > 1 else ''} {', '.join(map(str, applied))}")
+    else:
+        print(f"{shown}: up to date, nothing to apply")
+    return 0
+
+
+def _masked(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 if __name__ == "__main__":  # pragma: no cover

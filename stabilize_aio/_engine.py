@@ -48,6 +48,7 @@ from ._status import WorkflowStatus
 from ._timers import TimerService
 from ._views import WorkflowSummary, WorkflowView, view_of
 from .store import NewWorkflow, Store, StoreStatistics, store_from_url
+from .store._base import redact_url
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -138,7 +139,7 @@ class Engine:
         self._waiters: dict[str, _Waiter] = {}
 
     def __repr__(self) -> str:
-        return f"<Engine {self.url!r} {self._life.value} tasks={sorted(self._definitions)}>"
+        return f"<Engine {redact_url(self.url)!r} {self._life.value} tasks={sorted(self._definitions)}>"
 
     # registration ------------------------------------------------------------
     def task(
@@ -252,7 +253,7 @@ class Engine:
             await self._close_group(None)
             raise
         self._life = _Life.RUNNING
-        log.info("engine started on %s", self.url)
+        log.info("engine started on %s", redact_url(self.url))
 
     async def _recover(self) -> None:
         """Redeliver whatever the outbox holds: it is all pending work."""

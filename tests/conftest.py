@@ -9,6 +9,8 @@ engines themselves with ``async with``.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -43,3 +45,21 @@ async def postgres_url() -> str:
         pytest.skip(reason)
     await conn.close()
     return POSTGRES_URL
+
+
+@pytest.fixture
+async def postgres_schema_url(postgres_url: str) -> AsyncIterator[str]:
+    """The URL of a fresh schema (``?schema=t_<random>``), migrated by ``upgrade()``; dropped afterwards."""
+    from stabilize_aio.store._postgres import upgrade  # noqa: PLC0415 - the driver only for PostgreSQL tests
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    url = f"{postgres_url}?schema={schema}"
+    await upgrade(url)
+    try:
+        yield url
+    finally:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()

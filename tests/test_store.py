@@ -1,8 +1,9 @@
 """The store contract, run against every backend (a conformance suite).
 
 Each test opens a real store, writes through the group writer exactly as the
-engine does, and reads back. Backends: SQLite always; PostgreSQL joins when its
-store exists (issue 4) through the ``store_factory`` parameters.
+engine does, and reads back. Backends: SQLite (a fresh file) and PostgreSQL (a
+fresh schema of the test server, migrated with ``upgrade()`` and dropped after
+the test), through the ``store_factory`` parameters.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ S = WorkflowStatus
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """A factory of stores on one fresh database of the parametrized backend."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_schema_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
     return lambda: store_from_url(url)
 
 

@@ -9,13 +9,18 @@ from ._base import NewWorkflow as NewWorkflow
 from ._base import Store as Store
 from ._base import StoreStatistics as StoreStatistics
 
-__all__ = ("LoadedWorkflow", "NewWorkflow", "Store", "StoreStatistics", "store_from_url")
+__all__ = ("LoadedWorkflow", "NewWorkflow", "Store", "StoreStatistics", "store_from_url", "upgrade")
+
+_POSTGRES = ("postgresql", "postgres")
 
 
 def store_from_url(url: str) -> Store:
-    """Build the store a URL names: ``sqlite:///path.db`` (relative) or ``sqlite:////abs/path.db``.
+    """Build the store a URL names.
 
-    Query options for SQLite: ``?synchronous=NORMAL``.
+    ``sqlite:///path.db`` (relative), ``sqlite:////abs/path.db``, or
+    ``postgresql://user@host:5432/database`` (also ``postgres://``). Query
+    options for SQLite: ``?synchronous=NORMAL``; for PostgreSQL:
+    ``?schema=NAME`` (the tables' schema), others go to asyncpg.
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -26,6 +31,26 @@ def store_from_url(url: str) -> Store:
         from ._sqlite import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 
         return SqliteStore(path, synchronous=options.get("synchronous", "FULL"))
-    if parsed.scheme in ("postgresql", "postgres"):
-        raise ValueError("the PostgreSQL store is not available yet (issue 4)")
+    if parsed.scheme in _POSTGRES:
+        from ._postgres import PostgresStore  # noqa: PLC0415 - a driver is imported only when its URL is used
+
+        return PostgresStore(url)
     raise ValueError(f"unknown store URL scheme {parsed.scheme!r} in {url!r}")
+
+
+async def upgrade(url: str) -> list[int]:
+    """Bring the database a URL names to this package's schema; returns the numbers of the migrations applied.
+
+    PostgreSQL is only ever migrated by this call (``stabilize-aio db upgrade``);
+    an SQLite file is also migrated by the engine when it starts.
+    """
+    if urlparse(url).scheme in _POSTGRES:
+        from ._postgres import upgrade as upgrade_postgres  # noqa: PLC0415 - imported only when its URL is used
+
+        return await upgrade_postgres(url)
+    store = store_from_url(url)
+    await store.open()  # an SQLite store migrates its file, under its lock, when it opens
+    try:
+        return list(store.migrations_applied)
+    finally:
+        await store.close()

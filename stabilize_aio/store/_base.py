@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
@@ -84,6 +85,7 @@ class Store(ABC):
         self.groups_replayed = 0
         self.largest_group = 0
         self.max_group = 500
+        self.migrations_applied: list[int] = []  # numbers of the migrations open() applied (SQLite)
 
     # lifecycle ---------------------------------------------------------------
     @abstractmethod
@@ -272,6 +274,15 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
             out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
     rows.nbytes = nbytes
     return rows
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, for logs, reprs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _base_version(op: Transition, idx: int) -> int:

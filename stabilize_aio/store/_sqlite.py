@@ -204,6 +204,7 @@ class SqliteStore(Store):
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
+            self.migrations_applied.append(number)
 
     # writes ------------------------------------------------------------------
     async def _write_ops(self, ops: Sequence[Op]) -> None:

@@ -1,0 +1,420 @@
+"""The server store: PostgreSQL through asyncpg, one writer connection and a pool of readers.
+
+* The schema is never created or changed on start: :func:`upgrade` (the CLI's
+  ``stabilize-aio db upgrade``) applies the numbered migrations of
+  ``store/sql/postgres/``, one transaction each under an advisory lock, so two
+  processes upgrading at once are safe. :meth:`PostgresStore.open` only checks
+  the version and refuses a missing, older, newer or foreign schema.
+* ``?schema=NAME`` in the URL keeps the tables in their own schema (the
+  connections' ``search_path``); ``db upgrade`` creates it.
+* Writes are group commits on the writer connection: per group ``BEGIN``, one
+  set-based statement per table over ``unnest($1::text[], ...)`` arrays,
+  fence checks on the command tags' row counts (``UPDATE n``, ``DELETE n``),
+  ``COMMIT``.
+* Serialization failures, deadlocks and lost connections are retried in place
+  (a few times, with backoff; the writer reconnects), then raise StoreError.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+import msgspec
+import tenacity
+
+from .._errors import ConcurrencyError, ForeignDatabaseError, SchemaTooNewError, StoreError
+from .._messages import Durable, Event, durable_decoder
+from .._state import StageRun, StageSpec, WorkflowRecord
+from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for
+
+log = logging.getLogger("stabilize_aio.store")
+
+APP_ID = "stabilize_aio"
+TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events")
+#: The key of the transaction-level advisory lock every migration takes ("stabilz").
+MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_enc = msgspec.msgpack.Encoder().encode
+_dec_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
+_dec_spec = msgspec.msgpack.Decoder(StageSpec).decode
+_dec_run = msgspec.msgpack.Decoder(StageRun).decode
+_dec_event = msgspec.msgpack.Decoder(Event).decode
+
+# One set-based statement per table: parameter $n is the array of column n of
+# the batch that rows_for() built for the key. The order is the order of execution.
+_SQL = {
+    "wf_insert": "INSERT INTO workflows (id, application, name, status, version, created_at, ended_at, body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[],"
+    " $7::float8[], $8::bytea[])",
+    "stage_insert": "INSERT INTO stages (workflow_id, idx, ref_id, status, version, spec, run)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::bytea[])",
+    "wf_update": "UPDATE workflows AS w SET status = u.status, version = u.version, ended_at = u.ended_at,"
+    " body = u.body FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bytea[], $5::text[], $6::bigint[])"
+    " AS u (status, version, ended_at, body, id, base) WHERE w.id = u.id AND w.version = u.base",
+    "stage_update": "UPDATE stages AS s SET status = u.status, version = u.version, run = u.run"
+    " FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::int[], $6::bigint[])"
+    " AS u (status, version, run, workflow_id, idx, base)"
+    " WHERE s.workflow_id = u.workflow_id AND s.idx = u.idx AND s.version = u.base",
+    "outbox_delete": "DELETE FROM outbox AS o USING unnest($1::text[], $2::text[]) AS d (workflow_id, id)"
+    " WHERE o.workflow_id = d.workflow_id AND o.id = d.id",
+    "outbox_discard": "DELETE FROM outbox AS o USING unnest($1::text[], $2::text[]) AS d (workflow_id, id)"
+    " WHERE o.workflow_id = d.workflow_id AND o.id = d.id",
+    "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::bytea[])",
+    "event_insert": "INSERT INTO events (workflow_id, key, kind, stage, at, body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::bytea[])",
+}
+# A row that is not there (or at another version) fails the whole group; a
+# discard is a late or repeated command and may find nothing.
+_FENCED = ("wf_update", "stage_update", "outbox_delete")
+# Errors after which the same work may succeed: the transaction lost a
+# serialization race or a deadlock, or the connection went away.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,
+    TimeoutError,
+)
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered PostgreSQL migrations shipped with the package, in order."""
+    folder = resources.files("stabilize_aio.store").joinpath("sql", "postgres")
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(out)
+
+
+SCHEMA_VERSION = max(n for n, _ in migrations())
+
+
+class _Target(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a URL points: the DSN asyncpg gets, the schema, and a printable name."""
+
+    dsn: str
+    schema: str | None
+    display: str
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        """Split ``?schema=NAME`` off a ``postgresql://`` URL (asyncpg takes the rest)."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schemas = [v for k, v in query if k == "schema"]
+        schema = schemas[-1] if schemas else None
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"schema {schema!r} in the store URL is not a plain identifier (lowercase letters, digits, _)"
+            )
+        rest = urlencode([(k, v) for k, v in query if k != "schema"])
+        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+        display = redact_url(urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")))
+        return cls(dsn=dsn, schema=schema, display=display)
+
+    def server_settings(self) -> dict[str, str]:
+        """Session settings of every connection (the schema goes first in ``search_path``)."""
+        return {} if self.schema is None else {"search_path": self.schema}
+
+    async def connect(self) -> Any:
+        """One new connection (an ``asyncpg.Connection``)."""
+        return await asyncpg.connect(self.dsn, timeout=10, server_settings=self.server_settings())
+
+
+class PostgresStore(Store):
+    """A store on a PostgreSQL database (or one schema of it).
+
+    Args:
+        url: ``postgresql://user[:password]@host[:port]/database[?schema=NAME]``;
+            other query options go to asyncpg (``sslmode=...``, server settings).
+        readers: the size of the read pool.
+        attempts: how many times a statement is tried when the failure is
+            transient (a serialization failure, a deadlock, a lost connection).
+    """
+
+    def __init__(self, url: str, *, readers: int = 4, attempts: int = 4) -> None:
+        super().__init__()
+        self._target = _Target.parse(url)
+        self.readers = readers
+        self.attempts = attempts
+        self.reconnects = 0
+        self._writer: Any = None  # asyncpg.Connection, owned by the group writer
+        self._pool: Any = None  # asyncpg.Pool of readers
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._target.display!r} open={self._pool is not None}>"
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The server process id of the writer connection (see ``pg_stat_activity``), if connected."""
+        if self._writer is None or self._writer.is_closed():
+            return None
+        return int(self._writer.get_server_pid())
+
+    # lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect and check the schema; raise a StoreError subclass if it is missing, older, newer or foreign."""
+        try:
+            self._writer = await self._retrying()(self._target.connect)
+            version = await _schema_version(self._writer, self._target.display)
+            if version < SCHEMA_VERSION:
+                found = "has no stabilize_aio schema" if version == 0 else f"is at schema version {version}"
+                raise StoreError(
+                    f"{self._target.display} {found}; this stabilize_aio needs version {SCHEMA_VERSION}: "
+                    f"run `stabilize-aio db upgrade --url {self._target.display}`"
+                )
+            self._pool = await asyncpg.create_pool(
+                self._target.dsn,
+                min_size=1,
+                max_size=self.readers,
+                timeout=10,
+                server_settings=self._target.server_settings(),
+                reset=_keep_session,
+            )
+        except _DRIVER_ERRORS as exc:
+            await self.close()
+            raise StoreError(f"cannot open PostgreSQL at {self._target.display}: {exc!r}") from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the reader pool and the writer connection (idempotent)."""
+        pool, writer = self._pool, self._writer
+        self._pool = self._writer = None
+        if pool is not None:
+            try:
+                with anyio.fail_after(10):
+                    await pool.close()
+            except (TimeoutError, *_DRIVER_ERRORS):
+                pool.terminate()
+        if writer is not None and not writer.is_closed():
+            try:
+                with anyio.fail_after(10):
+                    await writer.close()
+            except (TimeoutError, *_DRIVER_ERRORS):
+                writer.terminate()
+
+    def _retrying(self) -> tenacity.AsyncRetrying:
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(_TRANSIENT),
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            sleep=anyio.sleep,
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    # writes ------------------------------------------------------------------
+    async def _write_ops(self, ops: Sequence[Op]) -> None:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        rows = rows_for(ops, _enc)
+        statements = [(key, list(zip(*batch, strict=True))) for key, batch in rows.batches.items() if batch]
+        try:
+            await self._retrying()(self._write_once, statements)
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError(f"duplicate row: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"PostgreSQL write failed on {self._target.display}: {exc!r}") from exc
+        self.commits += 1
+        self.bytes_written += rows.nbytes
+
+    async def _write_once(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """One attempt: the whole group in one transaction, or nothing."""
+        conn = self._writer
+        if conn is None or conn.is_closed():
+            conn = self._writer = await self._target.connect()
+            self.reconnects += 1
+        await conn.execute("BEGIN")
+        try:
+            for key, columns in statements:
+                tag = await conn.execute(_SQL[key], *columns)
+                if key in _FENCED:
+                    matched, expected = int(tag.rsplit(" ", 1)[1]), len(columns[0])
+                    if matched != expected:
+                        raise ConcurrencyError(f"fence failed on {key}: {matched} of {expected} rows matched")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await _rollback(conn)
+            raise
+
+    # reads -------------------------------------------------------------------
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is not open")
+        try:
+            rows: list[Any] = await self._retrying()(pool.fetch, sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"PostgreSQL read failed on {self._target.display}: {exc!r}") from exc
+        return list(rows)
+
+    async def load(self, workflow_id: str) -> LoadedWorkflow | None:
+        rows = await self._fetch("SELECT body FROM workflows WHERE id = $1", workflow_id)
+        if not rows:
+            return None
+        record = _dec_record(rows[0][0])
+        stage_rows = await self._fetch("SELECT spec, run FROM stages WHERE workflow_id = $1 ORDER BY idx", workflow_id)
+        specs = [_dec_spec(r[0]) for r in stage_rows]
+        runs = [_dec_run(r[1]) for r in stage_rows]
+        return LoadedWorkflow(record=record, specs=specs, runs=runs)
+
+    async def pending_messages(self) -> list[tuple[str, Durable]]:
+        self.outbox_reads += 1
+        rows = await self._fetch(
+            "SELECT workflow_id, body FROM outbox ORDER BY deliver_at NULLS FIRST, workflow_id, id"
+        )
+        return [(str(r[0]), durable_decoder.decode(r[1])) for r in rows]
+
+    async def pending_runs(
+        self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
+    ) -> list[tuple[str, Durable]]:
+        self.outbox_reads += 1
+        start = after if after is not None else ("", "")
+        rows = await self._fetch(
+            "SELECT workflow_id, body FROM outbox WHERE task_type = $1 AND (deliver_at IS NULL OR deliver_at <= $2)"
+            " AND (workflow_id, id) > ($3, $4) ORDER BY workflow_id, id LIMIT $5",
+            task_type,
+            now,
+            start[0],
+            start[1],
+            limit,
+        )
+        return [(str(r[0]), durable_decoder.decode(r[1])) for r in rows]
+
+    async def events(self, workflow_id: str) -> list[Event]:
+        rows = await self._fetch("SELECT body FROM events WHERE workflow_id = $1 ORDER BY seq", workflow_id)
+        return [_dec_event(r[0]) for r in rows]
+
+    async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("application", application)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} = ${len(params)}")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        params.append(limit)
+        rows = await self._fetch(
+            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ${len(params)}", *params
+        )
+        return [_dec_record(r[0]) for r in rows]
+
+    async def table_counts(self) -> dict[str, int]:
+        """Row counts per table (for tests and the CLI)."""
+        out = {}
+        for table in ("workflows", "stages", "outbox", "events"):
+            rows = await self._fetch(f"SELECT count(*) FROM {table}")
+            out[table] = int(rows[0][0])
+        return out
+
+
+async def upgrade(url: str, *, target: int | None = None) -> list[int]:
+    """Apply the migrations the database (or the URL's schema) lacks; returns their numbers.
+
+    Each migration runs in its own transaction under ``pg_advisory_xact_lock``,
+    after reading the version again, so concurrent upgrades apply each one once.
+    ``?schema=NAME`` is created if missing. ``target`` stops after that
+    migration (tests use it to migrate step by step).
+
+    Raises:
+        ForeignDatabaseError: our table names exist without our meta table.
+        SchemaTooNewError: a newer stabilize_aio migrated this database.
+        StoreError: the server is unreachable or a migration failed.
+    """
+    where = _Target.parse(url)
+    applied: list[int] = []
+    try:
+        conn = await where.connect()
+    except _DRIVER_ERRORS as exc:
+        raise StoreError(f"cannot connect to PostgreSQL at {where.display}: {exc!r}") from exc
+    try:
+        for number, sql in migrations():
+            if target is not None and number > target:
+                break
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                if where.schema is not None:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {where.schema}")
+                if number <= await _schema_version(conn, where.display):
+                    continue
+                await conn.execute(sql)
+                await conn.executemany(
+                    "INSERT INTO stabilize_meta (key, value) VALUES ($1, $2)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [("app", APP_ID), ("schema_version", str(number))],
+                )
+            applied.append(number)
+            log.info("applied PostgreSQL migration %04d to %s", number, where.display)
+    except _DRIVER_ERRORS as exc:
+        raise StoreError(f"migrating {where.display} failed: {exc!r}") from exc
+    finally:
+        await conn.close()
+    return applied
+
+
+async def _schema_version(conn: Any, display: str) -> int:
+    """The schema version found in the current schema (0: none of our tables)."""
+    found = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY($1::text[])",
+        list(TABLES),
+    )
+    names = sorted(str(r[0]) for r in found)
+    if not names:
+        return 0
+    if "stabilize_meta" not in names:
+        raise ForeignDatabaseError(
+            f"{display} holds tables named {', '.join(names)} that stabilize_aio did not create; refusing to touch them"
+        )
+    try:
+        meta = {str(k): str(v) for k, v in await conn.fetch("SELECT key, value FROM stabilize_meta")}
+    except asyncpg.PostgresError as exc:
+        raise ForeignDatabaseError(f"{display} has a stabilize_meta table that is not ours: {exc}") from exc
+    if meta.get("app") != APP_ID or not meta.get("schema_version", "").isdigit():
+        raise ForeignDatabaseError(f"{display} was not written by {APP_ID}")
+    version = int(meta["schema_version"])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"{display} has schema version {version}; this stabilize_aio knows up to {SCHEMA_VERSION}: "
+            "upgrade the package"
+        )
+    return version
+
+
+async def _rollback(conn: Any) -> None:
+    """Roll back the writer's transaction; a connection that cannot is dropped (the next write reconnects)."""
+    if conn.is_closed():
+        return  # the server rolled it back when the connection ended
+    try:
+        with anyio.CancelScope(shield=True):
+            await conn.execute("ROLLBACK")
+    except _DRIVER_ERRORS:
+        conn.terminate()
+
+
+async def _keep_session(conn: Any) -> None:
+    """Hand a reader back to the pool as it is: readers never change session state.
+
+    (asyncpg's default reset costs a round trip per read: unlock, ``CLOSE ALL``,
+    ``UNLISTEN``, ``RESET ALL``.)
+    """
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning("PostgreSQL call failed (%r); attempt %d, retrying", exc, state.attempt_number)
