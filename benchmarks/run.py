@@ -155,8 +155,10 @@ def ratio(ours: dict[str, Any] | None, theirs: dict[str, Any]) -> str:
     _, b, _ = headline(theirs)
     if a is None or b is None or a == 0 or b == 0:
         return "n/a"
-    if theirs["workload"] == "W3" and theirs.get("size") != ours.get("size"):
-        a = ours["stages_per_s"]
+    if theirs.get("size") != ours.get("size") and theirs["workload"] in ("W2", "W3"):
+        # different sizes: compare completion rates, not wall times
+        a = ours["completed"] / ours["wall_s"]
+        b = theirs["completed"] / theirs["wall_s"]
         higher = True
     return f"{(a / b if higher else b / a):,.1f}x"
 

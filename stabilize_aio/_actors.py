@@ -101,8 +101,7 @@ class Dispatcher:
         self.actors: dict[str, WorkflowActor] = {}
         self.activations = self.passivations = self.turns = self.messages = self.reloads = 0
         self._running = 0
-        self._quiet = anyio.Event()
-        self._quiet.set()
+        self._quiet: anyio.Event | None = None  # made only while someone waits for quiet
         self.accept_dispatch = True
 
     def __repr__(self) -> str:
@@ -142,13 +141,12 @@ class Dispatcher:
 
     def _busy(self) -> None:
         self._running += 1
-        if self._quiet.is_set():
-            self._quiet = anyio.Event()
 
     def _idle(self) -> None:
         self._running -= 1
-        if self._running == 0:
+        if self._running == 0 and self._quiet is not None:
             self._quiet.set()
+            self._quiet = None
 
     def _resume(self, actor: WorkflowActor) -> None:
         actor.waiting = False
@@ -170,7 +168,10 @@ class Dispatcher:
 
     async def wait_quiet(self) -> None:
         """Wait until no actor is running a turn."""
-        await self._quiet.wait()
+        while self._running:
+            if self._quiet is None:
+                self._quiet = anyio.Event()
+            await self._quiet.wait()
 
     def live_state(self, workflow_id: str) -> WorkflowState | None:
         """The committed in-memory state of a live workflow, if any."""

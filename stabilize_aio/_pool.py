@@ -98,8 +98,7 @@ class TaskPool:
         self.draining = False
         self.rejected = self.completed = self.failed = self.timed_out = 0
         self.cancelled = self.crashed = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._idle: anyio.Event | None = None  # made only while someone waits for idleness
         self._workers = 0
         self._waiting: list[_Worker] = []
 
@@ -132,7 +131,6 @@ class TaskPool:
             return False
         self._known.add(job.key)
         self._running[job.key] = job
-        self._idle = anyio.Event() if self._idle.is_set() else self._idle
         if self._waiting:  # hand it to an idle worker: cheaper than spawning a task
             worker = self._waiting.pop()
             worker.job = job
@@ -177,9 +175,17 @@ class TaskPool:
             worker.wake.set()  # idle workers leave
         self._waiting.clear()
 
+    def _set_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
     async def wait_idle(self) -> None:
         """Wait until no call runs."""
-        await self._idle.wait()
+        while self._running:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
 
     @property
     def active(self) -> int:
@@ -230,7 +236,7 @@ class TaskPool:
             self._known.discard(job.key)
             self.limiter.release_on_behalf_of(job)
             if not self._running and not self._backlog:
-                self._idle.set()
+                self._set_idle()
         self._report(job, done)
 
     def _next_from_backlog(self) -> Job | None:
@@ -243,7 +249,6 @@ class TaskPool:
                 return None
             self._backlog.popleft()
             self._running[job.key] = job
-            self._idle = anyio.Event() if self._idle.is_set() else self._idle
             return job
         if self.overflowed and not self.draining:
             self._refill(self)

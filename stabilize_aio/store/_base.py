@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -274,6 +275,13 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
             out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
     rows.nbytes = nbytes
     return rows
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """The numbered migrations of a dialect (``sqlite``, ``postgres``) shipped with the package, in order."""
+    folder = resources.files("stabilize_aio.store").joinpath("sql", dialect)
+    found = [(int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql")]
+    return sorted(found)
 
 
 def redact_url(url: str) -> str:

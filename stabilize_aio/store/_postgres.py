@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -33,6 +32,7 @@ from .._errors import ConcurrencyError, ForeignDatabaseError, SchemaTooNewError,
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
 from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for
+from ._base import migrations as dialect_migrations
 
 log = logging.getLogger("stabilize_aio.store")
 
@@ -92,12 +92,7 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 def migrations() -> list[tuple[int, str]]:
     """The numbered PostgreSQL migrations shipped with the package, in order."""
-    folder = resources.files("stabilize_aio.store").joinpath("sql", "postgres")
-    out = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(out)
+    return dialect_migrations("postgres")
 
 
 SCHEMA_VERSION = max(n for n, _ in migrations())

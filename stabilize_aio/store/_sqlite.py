@@ -16,7 +16,6 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from .._errors import (
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
 from ._base import LoadedWorkflow, Op, Store, rows_for
+from ._base import migrations as dialect_migrations
 
 APP_ID = "stabilize_aio"
 _enc = msgspec.msgpack.Encoder().encode
@@ -61,12 +61,7 @@ _FENCED = ("wf_update", "stage_update", "outbox_delete")
 
 def migrations() -> list[tuple[int, str]]:
     """The numbered SQLite migrations shipped with the package, in order."""
-    folder = resources.files("stabilize_aio.store").joinpath("sql", "sqlite")
-    out = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(out)
+    return dialect_migrations("sqlite")
 
 
 SCHEMA_VERSION = max(n for n, _ in migrations())
