@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -28,7 +29,7 @@ import asyncpg
 import msgspec
 import tenacity
 
-from .._errors import ConcurrencyError, ForeignDatabaseError, SchemaTooNewError, StoreError
+from .._errors import ConcurrencyError, DatabaseLockedError, ForeignDatabaseError, SchemaTooNewError, StoreError
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
 from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for
@@ -38,6 +39,8 @@ log = logging.getLogger("stabilize_aio.store")
 
 APP_ID = "stabilize_aio"
 TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events")
+#: The first key of the session-level advisory lock a running engine holds ("STAB").
+ENGINE_LOCK_CLASS = 0x53544142
 #: The key of the transaction-level advisory lock every migration takes ("stabilz").
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -160,11 +163,29 @@ class PostgresStore(Store):
             return None
         return int(self._writer.get_server_pid())
 
+    async def _take_engine_lock(self, conn: Any) -> None:
+        """Hold the one-engine lock of this database and schema on the writer's session.
+
+        Until shards and leases let several engines share a database, one engine
+        runs per schema, as one runs per SQLite file. The lock is a session-level
+        advisory lock: the server frees it the instant the session ends, so a
+        crashed engine never blocks the next one.
+        """
+        schema = self._target.schema or "public"
+        key = zlib.crc32(schema.encode()) - 2**31  # an int4 key per schema
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", ENGINE_LOCK_CLASS, key):
+            await conn.close()
+            raise DatabaseLockedError(
+                f"another engine is running on {self._target.display} (schema {schema!r}); "
+                "one engine per database schema for now"
+            )
+
     # lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
         """Connect and check the schema; raise a StoreError subclass if it is missing, older, newer or foreign."""
         try:
             self._writer = await self._retrying()(self._target.connect)
+            await self._take_engine_lock(self._writer)
             version = await _schema_version(self._writer, self._target.display)
             if version < SCHEMA_VERSION:
                 found = "has no stabilize_aio schema" if version == 0 else f"is at schema version {version}"
@@ -235,6 +256,7 @@ class PostgresStore(Store):
         if conn is None or conn.is_closed():
             conn = self._writer = await self._target.connect()
             self.reconnects += 1
+            await self._take_engine_lock(conn)  # the old session's lock died with it
         await conn.execute("BEGIN")
         try:
             for key, columns in statements:
