@@ -1,4 +1,4 @@
-"""The command line: ``stabilize-aio demo``, ``stabilize-aio db upgrade --url URL``."""
+"""The command line: ``stabilize-aio demo``, ``db upgrade --url URL``, ``worker --app module:setup``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from . import _demo
 from ._errors import StoreError
+from ._worker import run_worker
 from .store import upgrade
+from .store._base import redact_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     db_upgrade.add_argument("--url", required=True, help="postgresql://user@host/db[?schema=NAME] or sqlite:///path.db")
     db_upgrade.add_argument("-v", "--verbose", action="store_true", help="log each migration applied")
+    worker = sub.add_parser("worker", help="run an engine until SIGTERM/SIGINT, then stop gracefully")
+    worker.add_argument("--url", default="sqlite:///stabilize.db", help="the store URL (default: %(default)s)")
+    worker.add_argument("--app", required=True, help="module:setup, a callable that registers the tasks")
+    worker.add_argument("--grace", type=float, default=30.0, help="seconds running tasks get on stop")
+    worker.add_argument("-v", "--verbose", action="store_true", help="show the engine's logs")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s"
@@ -37,12 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_demo.run, args.db, args.workflows)
     if args.command == "db":
         return anyio.run(_upgrade, args.url)
+    if args.command == "worker":
+        return anyio.run(run_worker, args.url, args.app, args.grace)
     return 2  # pragma: no cover - argparse rejects other commands
 
 
 async def _upgrade(url: str) -> int:
     """``db upgrade``: migrate and say what was applied."""
-    shown = _masked(url)
+    shown = redact_url(url)
     try:
         applied = await upgrade(url)
     except ValueError as exc:
@@ -56,15 +64,6 @@ async def _upgrade(url: str) -> int:
     else:
         print(f"{shown}: up to date, nothing to apply")
     return 0
-
-
-def _masked(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 if __name__ == "__main__":  # pragma: no cover
