@@ -19,6 +19,7 @@ from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import EmptyWorkflowError as EmptyWorkflowError
 from ._errors import EncodingError as EncodingError
 from ._errors import EngineStateError as EngineStateError
+from ._errors import LeaseLostError as LeaseLostError
 from ._errors import ForeignDatabaseError as ForeignDatabaseError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import SchemaTooNewError as SchemaTooNewError
@@ -84,5 +85,6 @@ __all__ = (
     "ForeignDatabaseError",
     "SchemaTooNewError",
     "ConcurrencyError",
+    "LeaseLostError",
     "TransientError",
 )

@@ -19,6 +19,7 @@ Every error the engine raises derives from :class:`StabilizeError`::
     │   ├── ForeignDatabaseError     a database that is not ours
     │   ├── SchemaTooNewError        written by a newer stabilize_aio
     │   └── ConcurrencyError         a fenced write found another version
+    │       └── LeaseLostError       this process no longer holds the workflow's shard
     └── TransientError               raised by a task: retry me later
 
 :class:`TransientError` is the one a user raises: a task that raises it is retried
@@ -105,6 +106,14 @@ class SchemaTooNewError(StoreError):
 
 class ConcurrencyError(StoreError):
     """A fenced write found a row at another version or a consumed row missing."""
+
+
+class LeaseLostError(ConcurrencyError):
+    """A turn was refused because this process no longer holds its workflow's shard lease."""
+
+    def __init__(self, message: str, *, shards: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.shards = shards
 
 
 class TransientError(StabilizeError):

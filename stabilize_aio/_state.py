@@ -112,6 +112,7 @@ class Transition(msgspec.Struct, kw_only=True, gc=False):
     cancel_runs: list[str] = []
     events: list[Event] = []
     finished: bool = False
+    notify: bool = False  # wake the process that owns this workflow's shard (written from elsewhere)
 
     @property
     def empty(self) -> bool:

@@ -82,6 +82,7 @@ EXPECTED_ALL = (
     "ForeignDatabaseError",
     "SchemaTooNewError",
     "ConcurrencyError",
+    "LeaseLostError",
     "TransientError",
 )
 

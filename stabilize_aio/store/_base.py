@@ -11,6 +11,7 @@ refused with :class:`~stabilize_aio.ConcurrencyError`.
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
     runs: list[StageRun]
     start: Durable | None = None  # a start row, delivered after the commit
     begin: Transition | None = None  # or the start turn itself, committed with the insert
+    notify: bool = False  # wake the process that owns this workflow's shard (submitted from elsewhere)
 
 
 Op = NewWorkflow | Transition
@@ -59,6 +61,15 @@ class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     record: WorkflowRecord
     specs: list[StageSpec]
     runs: list[StageRun]
+
+
+#: Workflows are spread over this many shards; a process owns the actors of the shards it leases.
+SHARDS = 32
+
+
+def shard_of(workflow_id: str) -> int:
+    """The shard of a workflow: a stable hash of its id (the same in every process and release)."""
+    return zlib.crc32(workflow_id.encode()) % SHARDS
 
 
 class _Pending:
@@ -191,6 +202,40 @@ class Store(ABC):
     @abstractmethod
     async def events(self, workflow_id: str) -> list[Event]:
         """A workflow's history, in commit order."""
+
+    # many processes (leases; PostgreSQL) ----------------------------------------
+    #: Whether this backend shares a database between engine processes through shard leases.
+    supports_leases: bool = False
+
+    async def heartbeat(self, owner: str, lease: float) -> int:
+        """Record that ``owner`` is alive; return how many engines are alive (this one included)."""
+        return 1
+
+    async def claim(self, owner: str, count: int, lease: float) -> dict[int, int]:
+        """Lease up to ``count`` free or expired shards for ``owner``: {shard: new epoch}."""
+        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+
+    async def renew(self, owner: str, held: dict[int, int], lease: float) -> set[int]:
+        """Extend the leases ``owner`` holds at the given epochs; return the shards it lost."""
+        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+
+    async def release(self, owner: str, shards: Sequence[int]) -> None:
+        """Hand leases back at once (graceful stop, rebalance)."""
+        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+
+    async def pending_for(self, workflow_id: str) -> list[Durable]:
+        """The outbox rows of one workflow (a wake-up from another process)."""
+        return [m for w, m in await self.pending_messages() if w == workflow_id]
+
+    async def listen(self, on_wake: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+        """Start receiving other processes' wake-ups (a workflow id for its owner) and completions."""
+        raise NotImplementedError(f"{type(self).__name__} has no cross-process notifications")
+
+    #: Set by the engine when it runs on leases: {shard: epoch} it holds. Every turn of a
+    #: workflow in a shard not held at that epoch is refused with LeaseLostError (fencing).
+    fence: dict[int, int] | None = None
+    #: This engine process's lease owner id (set by the engine).
+    owner: str = ""
 
     @abstractmethod
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
