@@ -26,8 +26,34 @@ from typing import Any
 import anyio
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio._membership import LeaseKeeper
+from stabilize_aio.store._base import SHARDS
 
 CONCURRENCY = 1_000
+
+
+URL: str | None = None  # --url: run on this database (PostgreSQL) instead of a fresh SQLite file
+ENGINES = 1  # --engines: how many engine processes share the database (W6)
+START_AT: float | None = None  # --start-at: the wall-clock time every process starts submitting (W6)
+
+
+def engine_for(workdir: Path, name: str) -> Engine:
+    """The engine of a workload: a fresh SQLite file, or --url with lease times fit for a benchmark."""
+    if URL is None:
+        return Engine(fresh_db(workdir, name))
+    return Engine(URL, lease=5, heartbeat=0.25, poll_interval=float(os.environ.get("BENCH_POLL", "1")))
+
+
+async def settle(engine: Engine) -> None:
+    """With several processes: wait for this one's fair share of shards, then for the common start time."""
+    keeper = engine._membership
+    if isinstance(keeper, LeaseKeeper):
+        share = SHARDS // ENGINES
+        with anyio.fail_after(60):
+            while len(keeper.held) != share:
+                await keeper.wait_changed()
+    if START_AT is not None:
+        await anyio.sleep(max(0.0, START_AT - time.time()))
 
 
 def fresh_db(workdir: Path, name: str) -> str:
@@ -72,13 +98,14 @@ async def run_many(engine: Engine, workflows: list[Workflow], cap: float) -> tup
 
 
 async def w1(workdir: Path, size: int, cap: float) -> dict[str, Any]:
-    engine = Engine(fresh_db(workdir, "w1"))
+    engine = engine_for(workdir, "w1")
 
     @engine.task("noop", concurrency=CONCURRENCY)
     async def noop(stage: StageView) -> TaskResult:
         return TaskResult.success()
 
     async with engine:
+        await settle(engine)
         done, wall = await run_many(engine, [chain3() for _ in range(size)], cap)
         stats = engine.statistics()
     return {
@@ -92,7 +119,7 @@ async def w1(workdir: Path, size: int, cap: float) -> dict[str, Any]:
 
 
 async def w2(workdir: Path, size: int, cap: float) -> dict[str, Any]:
-    engine = Engine(fresh_db(workdir, "w2"))
+    engine = engine_for(workdir, "w2")
     waited = 0.0
 
     @engine.task("io", concurrency=CONCURRENCY * 2)
@@ -110,8 +137,9 @@ async def w2(workdir: Path, size: int, cap: float) -> dict[str, Any]:
         stages=[Stage("a", "io"), *branches, Stage("c", "io", requisites=[b.ref_id for b in branches])],
     )
     async with engine:
+        await settle(engine)
         done, wall = await run_many(engine, [wf] * size, cap)
-    return {"completed": done, "wall_s": wall, "overlap": waited / wall}
+    return {"completed": done, "wall_s": wall, "overlap": waited / wall, "stages_per_s": 10 * done / wall}
 
 
 async def w3(workdir: Path, size: int, cap: float) -> dict[str, Any]:
@@ -264,7 +292,12 @@ def main() -> int:
     parser.add_argument("--cap", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stabilize-bench"))
     parser.add_argument("--poll", type=float, default=30.0, help="W4's poll interval in seconds")
+    parser.add_argument("--url", default=None, help="run W1/W2 on this database (PostgreSQL) instead of SQLite")
+    parser.add_argument("--engines", type=int, default=1, help="engine processes sharing --url (W6)")
+    parser.add_argument("--start-at", type=float, default=None, help="wall-clock time to start submitting")
     args = parser.parse_args()
+    global URL, ENGINES, START_AT
+    URL, ENGINES, START_AT = args.url, args.engines, args.start_at
     jobs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
         "W1": lambda: w1(args.workdir, args.size, args.cap),
         "W2": lambda: w2(args.workdir, args.size, args.cap),
@@ -280,7 +313,11 @@ def main() -> int:
         system="stabilize_aio",
         workload=args.workload,
         size=args.size,
-        settings="1 process, SQLite WAL synchronous=FULL, concurrency 1000/task type, no polling",
+        settings=(
+            f"{args.engines} process(es) on PostgreSQL, leases 5 s / heartbeat 0.25 s, concurrency 1000/task type"
+            if args.url
+            else "1 process, SQLite WAL synchronous=FULL, concurrency 1000/task type, no polling"
+        ),
         python=sys.version.split()[0],
         pid=os.getpid(),
     )

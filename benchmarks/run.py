@@ -111,6 +111,64 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     return result
 
 
+PG_URL = os.environ.get("STABILIZE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run_w6(workload: str, size: int, engines: int, cap: float) -> dict[str, Any]:
+    """W6: a workload on PostgreSQL by `engines` processes at once, each submitting its share."""
+    import asyncio  # noqa: PLC0415 - only the PostgreSQL row needs the driver
+    import uuid  # noqa: PLC0415
+
+    import asyncpg  # noqa: PLC0415
+
+    from stabilize_aio.store import upgrade  # noqa: PLC0415
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    url = f"{PG_URL}?schema={schema}"
+    name = f"W6 {workload} x{engines}"
+    try:
+        asyncio.run(upgrade(url))
+    except Exception as exc:  # no server: the row says so
+        return {"system": "stabilize_aio", "workload": name, "error": f"PostgreSQL unavailable: {exc}"}
+    start_at = time.time() + 3.0 + engines
+    cmd = [sys.executable, str(RUNNERS["stabilize_aio"]), "--workload", workload, "--size", str(size // engines)]
+    cmd += ["--cap", str(cap), "--url", url, "--engines", str(engines), "--start-at", str(start_at)]
+    try:
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(engines)
+        ]
+        outs = [p.communicate(timeout=cap + 120) for p in procs]
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+    parts = []
+    for (out, err), proc in zip(outs, procs, strict=True):
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            return {"system": "stabilize_aio", "workload": name, "error": err.strip().splitlines()[-1:]}
+        parts.append(json.loads(lines[-1]))
+    completed = sum(p["completed"] for p in parts)
+    wall = max(p["wall_s"] for p in parts)
+    stages = 3 if workload == "W1" else 10
+    return {
+        "system": "stabilize_aio",
+        "workload": name,
+        "size": size,
+        "completed": completed,
+        "wall_s": wall,
+        "stages_per_s": stages * completed / wall,
+        "workflows_per_s": completed / wall,
+        "settings": parts[0]["settings"],
+    }
+
+
 def fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
@@ -124,6 +182,8 @@ def headline(r: dict[str, Any]) -> tuple[str, float | None, bool]:
     w = r["workload"]
     if "error" in r:
         return (f"error: {r['error']}"[:60], None, True)
+    if w.startswith("W6"):
+        return (f"{fmt(r['stages_per_s'], 0)} stages/s ({fmt(r['wall_s'], 2)} s)", r["stages_per_s"], True)
     if w == "W1":
         return (f"{fmt(r['stages_per_s'], 0)} stages/s ({fmt(r['workflows_per_s'], 0)} wf/s)", r["stages_per_s"], True)
     if w == "W2":
@@ -181,6 +241,7 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="stabilize_aio only, full sizes")
     parser.add_argument("--write-results", action="store_true", help="rewrite benchmarks/RESULTS.md")
     parser.add_argument("--only", default="", help="comma-separated workloads to run (e.g. W1,W3)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip W6 (PostgreSQL)")
     args = parser.parse_args()
     jobs = plan(args.quick, peers=not (args.quick or args.no_peers))
     if args.only:
@@ -191,6 +252,11 @@ def main() -> int:
         for job in jobs:
             print(f"running {job.system} {job.workload} size={job.size} ...", file=sys.stderr, flush=True)
             results.append(run_job(job, Path(tmp)))
+    if not (args.quick or args.no_postgres) and (not args.only or "W6" in args.only.upper()):
+        for workload, size in (("W1", 2000), ("W2", 200)):
+            for engines in (1, 2):
+                print(f"running stabilize_aio W6 {workload} on PostgreSQL x{engines} ...", file=sys.stderr, flush=True)
+                results.append(run_w6(workload, size, engines, 120))
     text = table(results)
     print(text)
     errors = [r for r in results if "error" in r]

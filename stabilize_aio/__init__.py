@@ -19,8 +19,8 @@ from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import EmptyWorkflowError as EmptyWorkflowError
 from ._errors import EncodingError as EncodingError
 from ._errors import EngineStateError as EngineStateError
-from ._errors import LeaseLostError as LeaseLostError
 from ._errors import ForeignDatabaseError as ForeignDatabaseError
+from ._errors import LeaseLostError as LeaseLostError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import SchemaTooNewError as SchemaTooNewError
 from ._errors import StabilizeError as StabilizeError

@@ -28,7 +28,7 @@ import anyio.abc
 import msgspec
 
 from . import _handlers
-from ._errors import ConcurrencyError
+from ._errors import ConcurrencyError, LeaseLostError
 from ._messages import Durable, Message, ParkTask, RunTask, TaskDone
 from ._pool import Job, TaskPool
 from ._state import Transition, Turn, WorkflowState
@@ -88,6 +88,7 @@ class Dispatcher:
         pools: dict[str, TaskPool],
         schedule: Callable[[str, Durable], None],
         on_finished: Callable[[WorkflowState], None],
+        owns: Callable[[str], bool] = lambda workflow_id: True,
         clock: Callable[[], float] = time.time,
         batch: int = 256,
     ) -> None:
@@ -96,6 +97,7 @@ class Dispatcher:
         self._pools = pools
         self._schedule = schedule
         self._on_finished = on_finished
+        self._owns = owns
         self._clock = clock
         self._batch = batch
         self.actors: dict[str, WorkflowActor] = {}
@@ -109,7 +111,13 @@ class Dispatcher:
 
     # routing ---------------------------------------------------------------
     def deliver(self, workflow_id: str, message: Message, *, state: WorkflowState | None = None) -> None:
-        """Put a message in its workflow's mailbox (never waits; task results always get in)."""
+        """Put a message in its workflow's mailbox (never waits; task results always get in).
+
+        A message for a workflow whose shard this process does not own is dropped:
+        its owner has the row and will deliver it.
+        """
+        if not self._owns(workflow_id):
+            return
         actor = self.actors.get(workflow_id)
         if actor is None:
             actor = self.actors[workflow_id] = WorkflowActor(workflow_id, state)
@@ -138,6 +146,25 @@ class Dispatcher:
                 self._tg.start_soon(self._run, actor, name=f"actor {state.record.id}")
             else:
                 self._maybe_passivate(actor)
+
+    def drop(self, lost: Callable[[str], bool]) -> None:
+        """Forget the actors of workflows this process no longer owns, and cancel their calls.
+
+        Their rows stay in the store; the new owner redelivers them. A turn of theirs
+        that is committing now is refused by the store's lease fence.
+        """
+        for workflow_id in [w for w in self.actors if lost(w)]:
+            actor = self.actors.pop(workflow_id)
+            actor.mailbox.clear()
+            for run_id in actor.inflight:
+                for pool in self._pools.values():
+                    if pool.cancel((workflow_id, run_id)):
+                        break
+            actor.inflight.clear()
+            actor.dispatched.clear()
+            if actor.waiting:
+                self._resume(actor)  # let its coroutine leave
+            self.passivations += 1
 
     def _busy(self) -> None:
         self._running += 1
@@ -221,6 +248,11 @@ class Dispatcher:
             if not t.empty:
                 try:
                     await self._store.write(t)
+                except LeaseLostError:
+                    log.warning("workflow %s: shard lease lost; its new owner continues", actor.workflow_id)
+                    actor.mailbox.clear()
+                    actor.state = None
+                    break
                 except ConcurrencyError:
                     failures += 1
                     self.reloads += 1

@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--url", default="sqlite:///stabilize.db", help="the store URL (default: %(default)s)")
     worker.add_argument("--app", required=True, help="module:setup, a callable that registers the tasks")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds running tasks get on stop")
+    worker.add_argument("--lease", type=float, default=30.0, help="shard lease seconds (PostgreSQL)")
+    worker.add_argument("--heartbeat", type=float, default=None, help="lease renewal seconds (default: lease/3)")
+    worker.add_argument("--poll", type=float, default=5.0, help="safety-net poll seconds (PostgreSQL)")
     worker.add_argument("-v", "--verbose", action="store_true", help="show the engine's logs")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -44,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         return anyio.run(_upgrade, args.url)
     if args.command == "worker":
-        return anyio.run(run_worker, args.url, args.app, args.grace)
+        options = {"lease": args.lease, "heartbeat": args.heartbeat, "poll_interval": args.poll}
+        return anyio.run(run_worker, args.url, args.app, args.grace, options)
     return 2  # pragma: no cover - argparse rejects other commands
 
 

@@ -14,11 +14,12 @@ cancels that task group and comes out of ``stop``/``__aexit__`` as one
 from __future__ import annotations
 
 import builtins
+import contextlib
 import enum
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -38,6 +39,7 @@ from ._errors import (
     UnknownTaskError,
     WorkflowNotFound,
 )
+from ._membership import LeaseKeeper, SoleOwner
 from ._messages import CancelWorkflow, Durable, Event
 from ._model import Workflow
 from ._pool import PoolStatistics, TaskPool
@@ -48,7 +50,7 @@ from ._status import WorkflowStatus
 from ._timers import TimerService
 from ._views import WorkflowSummary, WorkflowView, view_of
 from .store import NewWorkflow, Store, StoreStatistics, store_from_url
-from .store._base import redact_url
+from .store._base import redact_url, shard_of
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +116,12 @@ class Engine:
         thread_limit: worker threads for plain ``def`` tasks.
         batch: messages an actor folds into one turn at most.
         stop_grace: the default grace period of ``stop()``, in seconds.
+        client: a pure client (PostgreSQL): it submits, reads, cancels and waits,
+            but leases no shards and runs no tasks.
+        lease: seconds a shard lease lasts without renewal (PostgreSQL).
+        heartbeat: seconds between lease renewals (default: a third of ``lease``).
+        poll_interval: seconds between safety-net polls for work and completions
+            that another process's notification may have missed (PostgreSQL).
     """
 
     def __init__(
@@ -124,6 +132,10 @@ class Engine:
         thread_limit: int = 40,
         batch: int = 256,
         stop_grace: float = 10.0,
+        client: bool = False,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        poll_interval: float = 5.0,
     ) -> None:
         self.url = url
         self._store = store if store is not None else store_from_url(url)
@@ -131,6 +143,11 @@ class Engine:
         self._thread_limit = thread_limit
         self._batch = batch
         self._stop_grace = stop_grace
+        self._client = client
+        self._lease = lease
+        self._heartbeat = heartbeat if heartbeat is not None else lease / 3
+        self._poll_interval = poll_interval
+        self._membership: SoleOwner | LeaseKeeper = SoleOwner()
         self._life = _Life.CREATED
         self._tg: anyio.abc.TaskGroup | None = None
         self._dispatcher: Dispatcher | None = None
@@ -233,12 +250,24 @@ class Engine:
         try:
             thread_limiter = anyio.CapacityLimiter(self._thread_limit)
             self._timers = TimerService(self._deliver)
+            if self._store.supports_leases:
+                self._membership = LeaseKeeper(
+                    self._store,
+                    lease=self._lease,
+                    heartbeat=self._heartbeat,
+                    on_gain=self._shards_gained,
+                    on_lost=self._shards_lost,
+                    claims=not self._client,
+                )
+            elif self._client:
+                raise EngineStateError("a client engine needs a shared database (PostgreSQL)")
             self._dispatcher = Dispatcher(
                 store=self._store,
                 tg=tg,
                 pools=self._pools,
                 schedule=self._timers.add,
                 on_finished=self._finished,
+                owns=self._membership.owns,
                 batch=self._batch,
             )
             for name, definition in self._definitions.items():
@@ -246,7 +275,14 @@ class Engine:
                     definition, tg, self._dispatcher.task_finished, self._refill, thread_limiter
                 )
             tg.start_soon(self._store.run_writer, name="store writer")
-            await self._recover()
+            membership = self._membership
+            if isinstance(membership, LeaseKeeper):
+                await self._store.listen(self._woken, self._done_elsewhere)
+                await membership.step()  # claim a first share (and recover it) before returning
+                tg.start_soon(membership.run, name="lease keeper")
+                tg.start_soon(self._safety_net, name="safety net")
+            else:
+                await self._recover(None)
             tg.start_soon(self._timers.run, name="timers")
         except BaseException:
             tg.cancel_scope.cancel()
@@ -255,18 +291,73 @@ class Engine:
         self._life = _Life.RUNNING
         log.info("engine started on %s", redact_url(self.url))
 
-    async def _recover(self) -> None:
-        """Redeliver whatever the outbox holds: it is all pending work."""
+    async def _recover(self, shards: Collection[int] | None, *, due_only: bool = False) -> None:
+        """Redeliver what the outbox holds (of the given shards): it is all pending work.
+
+        ``due_only`` (the safety-net poll) skips rows whose time has not come: the
+        timer heap has those already.
+        """
         assert self._timers is not None
         rows = await self._store.pending_messages()
         now = time.time()
+        count = 0
+        live = self._dispatcher.actors if self._dispatcher is not None else {}
         for workflow_id, message in rows:
+            if shards is not None and shard_of(workflow_id) not in shards:
+                continue
+            if due_only and workflow_id in live:
+                continue  # a live actor already has this workflow's rows in hand
+            count += 1
+            if message.deliver_at is not None and message.deliver_at > now:
+                if not due_only:
+                    self._timers.add(workflow_id, message)
+            else:
+                self._deliver(workflow_id, message)
+        if count and not due_only:
+            log.info("recovered %d pending messages", count)
+
+    async def _shards_gained(self, gained: dict[int, int]) -> None:
+        """A lease was claimed: its shards' pending work is ours now."""
+        await self._recover(set(gained))
+
+    def _shards_lost(self, shards: set[int]) -> None:
+        """Leases were lost or handed back: drop those shards' actors and cancel their calls."""
+        if self._dispatcher is not None:
+            self._dispatcher.drop(lambda workflow_id: shard_of(workflow_id) in shards)
+
+    def _woken(self, workflow_id: str) -> None:
+        """Another process committed work for a workflow (LISTEN): its owner picks it up."""
+        if self._tg is not None and self._membership.owns(workflow_id):
+            self._tg.start_soon(self._pick_up, workflow_id)
+
+    async def _pick_up(self, workflow_id: str) -> None:
+        assert self._timers is not None
+        now = time.time()
+        for message in await self._store.pending_for(workflow_id):
             if message.deliver_at is not None and message.deliver_at > now:
                 self._timers.add(workflow_id, message)
             else:
                 self._deliver(workflow_id, message)
-        if rows:
-            log.info("recovered %d pending messages", len(rows))
+
+    def _done_elsewhere(self, workflow_id: str) -> None:
+        """Another process finished a workflow (LISTEN): wake this process's waiters."""
+        waiter = self._waiters.pop(workflow_id, None)
+        if waiter is not None:
+            waiter.event.set()
+
+    async def _safety_net(self) -> None:
+        """A slow poll behind LISTEN/NOTIFY: due work of our shards, and completions awaited here."""
+        while True:
+            await anyio.sleep(self._poll_interval)
+            try:
+                if self._membership.held and not self._client:
+                    await self._recover(set(self._membership.held), due_only=True)
+                if self._waiters:
+                    for workflow_id, status in (await self._store.statuses(list(self._waiters))).items():
+                        if status.is_complete:
+                            self._done_elsewhere(workflow_id)
+            except Exception:
+                log.exception("safety-net poll failed; retrying in %ss", self._poll_interval)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop intake, let running tasks finish within ``grace`` seconds, then cancel them.
@@ -299,6 +390,9 @@ class Engine:
                         await pool.wait_idle()
                     await dispatcher.wait_quiet()
                     await self._store.flush()
+                if isinstance(self._membership, LeaseKeeper):
+                    with anyio.move_on_after(5.0):  # hand leases back: another engine continues at once
+                        await self._membership.release_all()
         finally:
             tg.cancel_scope.cancel()
             await self._close_group(user_exc)
@@ -354,7 +448,7 @@ class Engine:
             raise TypeError(f"submit() takes a Workflow, not {type(workflow).__name__}")
         for stage in workflow.stages:
             for task in stage.tasks:
-                if task not in self._definitions:
+                if task not in self._definitions and not self._client:
                     raise UnknownTaskError(
                         f"stage {stage.ref_id!r}: task type {task!r} is not registered "
                         f"(registered: {', '.join(sorted(self._definitions)) or 'none'})",
@@ -366,24 +460,41 @@ class Engine:
             if await self._exists(workflow_id):
                 return WorkflowRun(self, workflow_id)
         else:
-            workflow_id = _new_id()
+            workflow_id = self._local_id()
         state = _initial_state(workflow, workflow_id, inputs)
         begin = _handlers.begin(state, time.time())
-        op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
+        owned = self._membership.owns(workflow_id)
+        op = NewWorkflow(
+            record=state.record, specs=state.specs, runs=list(state.runs), begin=begin, notify=not owned
+        )
         try:
             await self._store.write(op)
         except ConcurrencyError:
             if await self._exists(workflow_id):
                 return WorkflowRun(self, workflow_id)
             raise
-        state.apply(begin)
-        dispatcher.adopt(state, begin)
+        if owned:
+            state.apply(begin)
+            dispatcher.adopt(state, begin)
         return WorkflowRun(self, workflow_id)
 
     async def _exists(self, workflow_id: str) -> bool:
         if self._dispatcher is not None and self._dispatcher.live_state(workflow_id) is not None:
             return True
         return await self._store.load(workflow_id) is not None
+
+    def _local_id(self) -> str:
+        """A new id; on leases, one whose shard this process holds, so the run needs no hand-off.
+
+        Ids are random anyway, so drawing until one lands on a held shard changes
+        nothing for the caller (a client, which holds none, takes the first draw).
+        """
+        held = self._membership.held
+        for _ in range(64):
+            workflow_id = _new_id()
+            if not held or shard_of(workflow_id) in held:
+                return workflow_id
+        return workflow_id
 
     def handle(self, workflow_id: str) -> WorkflowRun:
         """A handle on an existing run (also one submitted by an earlier process)."""
@@ -438,23 +549,26 @@ class Engine:
         return events
 
     async def _wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
-        waiter = self._waiters.get(workflow_id)
-        if waiter is None:
-            waiter = self._waiters[workflow_id] = _Waiter()
-        state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
-        if state is not None:
-            if state.record.status.is_complete:
-                return view_of(state)
-        else:
-            view = await self.get(workflow_id)
-            if view.status.is_complete:
-                return view
-        if timeout is None:
-            await waiter.event.wait()
-        else:
-            with anyio.fail_after(timeout):
+        with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+            while True:
+                waiter = self._waiters.get(workflow_id)
+                if waiter is None:
+                    waiter = self._waiters[workflow_id] = _Waiter()
+                state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
+                if state is not None:
+                    if state.record.status.is_complete:
+                        return view_of(state)
+                else:
+                    status = (await self._store.statuses([workflow_id])).get(workflow_id)
+                    if status is None:
+                        raise WorkflowNotFound(workflow_id)
+                    if status.is_complete:
+                        return await self.get(workflow_id)
                 await waiter.event.wait()
-        return waiter.view if waiter.view is not None else await self.get(workflow_id)
+                if waiter.view is not None:
+                    return waiter.view
+                # woken by another process's notification (or the safety net): look again, since the
+                # local actor may not have applied the finishing commit yet
 
     def _finished(self, state: WorkflowState) -> None:
         log.info(
@@ -480,12 +594,14 @@ class Engine:
         if view.status.is_complete:
             return view
         message = CancelWorkflow(id="cancel", reason=reason)
+        owned = self._membership.owns(workflow_id)
         try:
-            await self._store.write(Transition(workflow_id=workflow_id, emitted=[message]))
+            await self._store.write(Transition(workflow_id=workflow_id, emitted=[message], notify=not owned))
         except ConcurrencyError:
             pass  # a cancel is already pending for this run
         else:
-            dispatcher.deliver(workflow_id, message)
+            if owned:
+                dispatcher.deliver(workflow_id, message)
         return await self._wait(workflow_id, None)
 
     async def wait_idle(self) -> None:

@@ -40,9 +40,12 @@ def load_setup(spec: str) -> Callable[[Engine], Any]:
     return target  # type: ignore[no-any-return]
 
 
-async def run_worker(url: str, app: str, grace: float) -> int:
-    """Run until a signal arrives, then stop gracefully; returns the exit code."""
-    engine = Engine(url)
+async def run_worker(url: str, app: str, grace: float, options: dict[str, Any] | None = None) -> int:
+    """Run until a signal arrives, then stop gracefully; returns the exit code.
+
+    ``options`` are Engine keywords (lease, heartbeat, poll_interval).
+    """
+    engine = Engine(url, **(options or {}))
     load_setup(app)(engine)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with engine:

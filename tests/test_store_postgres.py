@@ -6,7 +6,6 @@ is a real ``pg_terminate_backend`` of the writer's server process.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +15,6 @@ import pytest
 
 from stabilize_aio import (
     ConcurrencyError,
-    DatabaseLockedError,
     Engine,
     Stage,
     StageView,
@@ -225,41 +223,3 @@ def test_engine_repr_masks_the_password() -> None:
     engine = Engine("postgresql://app:s3cret@db.example:5432/prod?schema=wf")
     assert "s3cret" not in repr(engine)
     assert "postgresql://app:***@db.example:5432/prod?schema=wf" in repr(engine)
-
-
-@pytest.mark.postgres
-async def test_a_second_engine_on_the_same_schema_is_refused_until_the_first_stops(postgres_schema_url: str) -> None:
-    """One engine per PostgreSQL schema: a second one is refused while the first runs, and starts after it stops."""
-
-    async def noop(stage: StageView) -> TaskResult:
-        return TaskResult.success()
-
-    first = Engine(postgres_schema_url)
-    first.register("noop", noop)
-    second = Engine(postgres_schema_url)
-    second.register("noop", noop)
-    async with first:
-        with pytest.raises(DatabaseLockedError, match="another engine is running"):
-            await second.start()
-    third = Engine(postgres_schema_url)
-    third.register("noop", noop)
-    async with third:
-        wf = Workflow(application="t", name="x", stages=[Stage("a", "noop")])
-        view = await (await third.submit(wf)).wait(timeout=10)
-    assert WorkflowStatus.SUCCEEDED == view.status
-
-
-@pytest.mark.postgres
-async def test_engines_on_different_schemas_run_side_by_side(postgres_url: str, postgres_schema_url: str) -> None:
-    """The one-engine lock is per schema: an engine on another schema of the same database starts."""
-    from stabilize_aio.store._postgres import upgrade  # noqa: PLC0415
-
-    other = f"{postgres_url}?schema=t_other_{uuid.uuid4().hex[:8]}"
-    await upgrade(other)
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        async with Engine(postgres_schema_url), Engine(other) as second:
-            assert "running" in repr(second)
-    finally:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {other.rsplit('=', 1)[1]} CASCADE")
-        await admin.close()

@@ -26,6 +26,7 @@ import msgspec
 from .._errors import ConcurrencyError, StoreError
 from .._messages import Durable, Event
 from .._state import StageRun, StageSpec, Transition, WorkflowRecord
+from .._status import WorkflowStatus
 
 
 class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
@@ -222,6 +223,10 @@ class Store(ABC):
     async def release(self, owner: str, shards: Sequence[int]) -> None:
         """Hand leases back at once (graceful stop, rebalance)."""
         raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+
+    @abstractmethod
+    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
+        """The status of each of these workflows that exists (one cheap query; waits and their safety net)."""
 
     async def pending_for(self, workflow_id: str) -> list[Durable]:
         """The outbox rows of one workflow (a wake-up from another process)."""

@@ -13,14 +13,22 @@
   ``COMMIT``.
 * Serialization failures, deadlocks and lost connections are retried in place
   (a few times, with backoff; the writer reconnects), then raise StoreError.
+* Many engine processes share a schema through shard leases (table
+  ``leases``, times on the database clock): ``claim``/``renew``/``release``
+  are single statements, and when :attr:`~Store.fence` is set every group
+  first locks its shards' lease rows ``FOR SHARE`` and checks owner and epoch,
+  so a process that lost a lease writes nothing (:class:`LeaseLostError`).
+* Commits wake other processes with ``pg_notify`` in the same transaction
+  (delivered at commit, never after a rollback); :meth:`PostgresStore.listen`
+  receives them on a dedicated connection (``_pg_notify.Listener``), kept up
+  by a loop beside the writer.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -29,18 +37,18 @@ import asyncpg
 import msgspec
 import tenacity
 
-from .._errors import ConcurrencyError, DatabaseLockedError, ForeignDatabaseError, SchemaTooNewError, StoreError
+from .._errors import ConcurrencyError, ForeignDatabaseError, LeaseLostError, SchemaTooNewError, StoreError
 from .._messages import Durable, Event, durable_decoder
-from .._state import StageRun, StageSpec, WorkflowRecord
-from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for
+from .._state import StageRun, StageSpec, Transition, WorkflowRecord
+from .._status import WorkflowStatus
+from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for, shard_of
 from ._base import migrations as dialect_migrations
+from ._pg_notify import NOTIFY, Listener, channel, notifications
 
 log = logging.getLogger("stabilize_aio.store")
 
 APP_ID = "stabilize_aio"
-TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events")
-#: The first key of the session-level advisory lock a running engine holds ("STAB").
-ENGINE_LOCK_CLASS = 0x53544142
+TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines")
 #: The key of the transaction-level advisory lock every migration takes ("stabilz").
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -92,6 +100,56 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
+# Leases. Every time is the database clock's (``_NOW``), so machines' clocks never
+# matter; lease rows are locked in shard order, so two statements never deadlock.
+_NOW = "extract(epoch FROM clock_timestamp())::float8"
+# Count the engines seen within a lease (this one included), forget those silent for three.
+_HEARTBEAT = f"""
+WITH now AS (SELECT {_NOW} AS t),
+seen AS (
+    INSERT INTO engines (owner, seen_at) SELECT $1::text, t FROM now
+    ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at
+),
+gone AS (DELETE FROM engines AS e USING now WHERE e.owner <> $1::text AND e.seen_at < now.t - 3 * $2::float8)
+SELECT 1 + count(*) FROM engines AS e, now WHERE e.owner <> $1::text AND e.seen_at >= now.t - $2::float8
+"""
+# Take up to $2 free or expired shards, lowest first; rows another claimer (or a
+# committing writer's fence) has locked are skipped, never waited for.
+_CLAIM = f"""
+WITH free AS (
+    SELECT shard FROM leases WHERE owner IS NULL OR expires_at < {_NOW}
+    ORDER BY shard LIMIT $2::int FOR UPDATE SKIP LOCKED
+)
+UPDATE leases AS l SET owner = $1::text, epoch = l.epoch + 1, expires_at = {_NOW} + $3::float8
+FROM free WHERE l.shard = free.shard
+RETURNING l.shard, l.epoch
+"""
+# Extend the leases still held at the epochs claimed; the shards not returned are lost.
+_RENEW = f"""
+WITH held AS (
+    SELECT l.shard FROM leases AS l JOIN unnest($2::int[], $3::bigint[]) AS h (shard, epoch)
+    ON l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1::text
+    ORDER BY l.shard FOR NO KEY UPDATE OF l
+)
+UPDATE leases AS l SET expires_at = {_NOW} + $4::float8 FROM held WHERE l.shard = held.shard
+RETURNING l.shard
+"""
+_RELEASE = """
+WITH mine AS (
+    SELECT shard FROM leases WHERE owner = $1::text AND shard = ANY($2::int[])
+    ORDER BY shard FOR NO KEY UPDATE
+)
+UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.shard = mine.shard
+"""
+# The fence, first in a group's transaction: the shards still held at their epochs,
+# locked FOR SHARE until the commit, so a claim (an UPDATE) cannot slip in between.
+# An expired lease nobody took is still ours: the epoch is the fence, not the time.
+_FENCE = """
+SELECT l.shard FROM leases AS l JOIN unnest($1::int[], $2::bigint[]) AS f (shard, epoch) ON l.shard = f.shard
+WHERE l.owner = $3::text AND l.epoch = f.epoch
+ORDER BY l.shard FOR SHARE OF l
+"""
+
 
 def migrations() -> list[tuple[int, str]]:
     """The numbered PostgreSQL migrations shipped with the package, in order."""
@@ -142,16 +200,26 @@ class PostgresStore(Store):
         readers: the size of the read pool.
         attempts: how many times a statement is tried when the failure is
             transient (a serialization failure, a deadlock, a lost connection).
+        listen_check: seconds between pings of an idle LISTEN connection (a
+            silently dead one is replaced).
     """
 
-    def __init__(self, url: str, *, readers: int = 4, attempts: int = 4) -> None:
+    supports_leases = True
+
+    def __init__(self, url: str, *, readers: int = 4, attempts: int = 4, listen_check: float = 30.0) -> None:
         super().__init__()
         self._target = _Target.parse(url)
         self.readers = readers
         self.attempts = attempts
+        self.listen_check = listen_check
         self.reconnects = 0
+        #: The NOTIFY channels: work for a workflow's owner, and a workflow finished.
+        self.wake_channel = channel("wake", self._target.schema)
+        self.done_channel = channel("done", self._target.schema)
         self._writer: Any = None  # asyncpg.Connection, owned by the group writer
         self._pool: Any = None  # asyncpg.Pool of readers
+        self._listener: Listener | None = None  # after listen()
+        self._listening = anyio.Event()  # set by listen(): the keeper loop starts
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._target.display!r} open={self._pool is not None}>"
@@ -163,29 +231,21 @@ class PostgresStore(Store):
             return None
         return int(self._writer.get_server_pid())
 
-    async def _take_engine_lock(self, conn: Any) -> None:
-        """Hold the one-engine lock of this database and schema on the writer's session.
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process id of the LISTEN connection, if connected."""
+        return None if self._listener is None else self._listener.pid
 
-        Until shards and leases let several engines share a database, one engine
-        runs per schema, as one runs per SQLite file. The lock is a session-level
-        advisory lock: the server frees it the instant the session ends, so a
-        crashed engine never blocks the next one.
-        """
-        schema = self._target.schema or "public"
-        key = zlib.crc32(schema.encode()) - 2**31  # an int4 key per schema
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", ENGINE_LOCK_CLASS, key):
-            await conn.close()
-            raise DatabaseLockedError(
-                f"another engine is running on {self._target.display} (schema {schema!r}); "
-                "one engine per database schema for now"
-            )
+    @property
+    def listener_reconnects(self) -> int:
+        """How many times the LISTEN connection was replaced."""
+        return 0 if self._listener is None else self._listener.reconnects
 
     # lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
         """Connect and check the schema; raise a StoreError subclass if it is missing, older, newer or foreign."""
         try:
             self._writer = await self._retrying()(self._target.connect)
-            await self._take_engine_lock(self._writer)
             version = await _schema_version(self._writer, self._target.display)
             if version < SCHEMA_VERSION:
                 found = "has no stabilize_aio schema" if version == 0 else f"is at schema version {version}"
@@ -209,9 +269,12 @@ class PostgresStore(Store):
             raise
 
     async def close(self) -> None:
-        """Close the reader pool and the writer connection (idempotent)."""
-        pool, writer = self._pool, self._writer
-        self._pool = self._writer = None
+        """Close the LISTEN connection, the reader pool and the writer connection (idempotent)."""
+        pool, writer, listener = self._pool, self._writer, self._listener
+        self._pool = self._writer = self._listener = None
+        self._listening = anyio.Event()
+        if listener is not None:
+            await listener.close()
         if pool is not None:
             try:
                 with anyio.fail_after(10):
@@ -225,10 +288,21 @@ class PostgresStore(Store):
             except (TimeoutError, *_DRIVER_ERRORS):
                 writer.terminate()
 
-    def _retrying(self) -> tenacity.AsyncRetrying:
+    async def run_writer(self) -> None:
+        """The group writer loop and, beside it, the loop that keeps the LISTEN connection up."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_listening, name="store listener")
+            await super().run_writer()
+
+    async def _keep_listening(self) -> None:
+        await self._listening.wait()
+        if self._listener is not None:
+            await self._listener.keep()
+
+    def _retrying(self, attempts: int | None = None) -> tenacity.AsyncRetrying:
         return tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(_TRANSIENT),
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=tenacity.stop_after_attempt(attempts or self.attempts),
             wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
             sleep=anyio.sleep,
             before_sleep=_log_retry,
@@ -239,10 +313,17 @@ class PostgresStore(Store):
     async def _write_ops(self, ops: Sequence[Op]) -> None:
         if self._pool is None:
             raise StoreError("the store is not open")
+        fence = self._fence_of(ops)
         rows = rows_for(ops, _enc)
-        statements = [(key, list(zip(*batch, strict=True))) for key, batch in rows.batches.items() if batch]
+        statements: list[tuple[str, str, list[Any]]] = [
+            (key, _SQL[key], list(zip(*batch, strict=True))) for key, batch in rows.batches.items() if batch
+        ]
+        wake, done = notifications(ops)
+        for key, name, ids in (("wake", self.wake_channel, wake), ("done", self.done_channel, done)):
+            if ids:
+                statements.append((key, NOTIFY, [name, ids]))
         try:
-            await self._retrying()(self._write_once, statements)
+            await self._retrying()(self._write_once, fence, statements)
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(f"duplicate row: {exc}") from exc
         except _DRIVER_ERRORS as exc:
@@ -250,17 +331,46 @@ class PostgresStore(Store):
         self.commits += 1
         self.bytes_written += rows.nbytes
 
-    async def _write_once(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
-        """One attempt: the whole group in one transaction, or nothing."""
+    def _fence_of(self, ops: Sequence[Op]) -> dict[int, int] | None:
+        """{shard: epoch} the group's turns need, or None when nothing is fenced.
+
+        Only turns that change a workflow or its stages, or consume rows, are
+        fenced: a new workflow and an outside command (a row for the owner, with
+        ``notify``) may be written by any process.
+
+        Raises:
+            LeaseLostError: a turn's shard is not leased by this process at all.
+        """
+        fence = self.fence
+        if fence is None:
+            return None
+        shards = {shard_of(op.workflow_id) for op in ops if isinstance(op, Transition) and _changes_state(op)}
+        if not shards:
+            return None
+        missing = shards - fence.keys()
+        if missing:
+            raise LeaseLostError(
+                f"{self.owner!r} holds no lease on shards {sorted(missing)}", shards=frozenset(missing)
+            )
+        return {shard: fence[shard] for shard in shards}
+
+    async def _write_once(self, fence: dict[int, int] | None, statements: list[tuple[str, str, list[Any]]]) -> None:
+        """One attempt: the fence check and the whole group in one transaction, or nothing."""
         conn = self._writer
         if conn is None or conn.is_closed():
             conn = self._writer = await self._target.connect()
             self.reconnects += 1
-            await self._take_engine_lock(conn)  # the old session's lock died with it
         await conn.execute("BEGIN")
         try:
-            for key, columns in statements:
-                tag = await conn.execute(_SQL[key], *columns)
+            if fence is not None:
+                held = {int(r[0]) for r in await conn.fetch(_FENCE, list(fence), list(fence.values()), self.owner)}
+                lost = fence.keys() - held
+                if lost:
+                    raise LeaseLostError(
+                        f"{self.owner!r} lost the leases of shards {sorted(lost)}", shards=frozenset(lost)
+                    )
+            for key, sql, columns in statements:
+                tag = await conn.execute(sql, *columns)
                 if key in _FENCED:
                     matched, expected = int(tag.rsplit(" ", 1)[1]), len(columns[0])
                     if matched != expected:
@@ -270,16 +380,89 @@ class PostgresStore(Store):
             await _rollback(conn)
             raise
 
+    # leases ------------------------------------------------------------------
+    async def heartbeat(self, owner: str, lease: float) -> int:
+        """Record ``owner`` as alive now; forget engines silent for 3 leases; count those seen within one."""
+        rows = await self._fetch(_HEARTBEAT, owner, lease, what="heartbeat")
+        return int(rows[0][0])
+
+    async def claim(self, owner: str, count: int, lease: float) -> dict[int, int]:
+        """Lease up to ``count`` free or expired shards, lowest first: {shard: new epoch}.
+
+        Tried once: a claim whose answer was lost may have taken shards, and
+        those expire unrenewed, where a retry would take more.
+        """
+        if count <= 0:
+            return {}
+        rows = await self._fetch(_CLAIM, owner, count, lease, what="claim", attempts=1)
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def renew(self, owner: str, held: dict[int, int], lease: float) -> set[int]:
+        """Extend the leases ``owner`` still holds at the given epochs; return the shards it lost."""
+        if not held:
+            return set()
+        rows = await self._fetch(_RENEW, owner, list(held), list(held.values()), lease, what="renew")
+        return set(held) - {int(r[0]) for r in rows}
+
+    async def release(self, owner: str, shards: Sequence[int]) -> None:
+        """Hand ``owner``'s leases of ``shards`` back: free for the next claim at once."""
+        if shards:
+            await self._fetch(_RELEASE, owner, list(shards), what="release")
+
+    # notifications -----------------------------------------------------------
+    async def listen(self, on_wake: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+        """Receive other processes' notifications: ``on_wake(workflow id)``, ``on_done(workflow id)``.
+
+        The callbacks are plain functions, called in the event loop; this
+        store's own commits are not reported (they can arrive before the
+        writer's caller has even seen its COMMIT return). A dedicated
+        connection LISTENs on :attr:`wake_channel` and :attr:`done_channel`; a
+        loop beside the writer (:meth:`run_writer`) replaces it when it drops or
+        stops answering. Notifications sent meanwhile are lost: poll as a safety
+        net. A second call replaces the callbacks. :meth:`close` stops it.
+        """
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        callbacks = {self.wake_channel: on_wake, self.done_channel: on_done}
+        if self._listener is not None:
+            self._listener.callbacks = callbacks
+            return
+        listener = Listener(
+            self._target.connect,
+            callbacks,
+            check=self.listen_check,
+            display=self._target.display,
+            own=lambda: self.writer_pid,
+        )
+        try:
+            await self._retrying()(listener.open)
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot LISTEN on {self._target.display}: {exc!r}") from exc
+        self._listener = listener
+        self._listening.set()
+
     # reads -------------------------------------------------------------------
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def _fetch(self, sql: str, *args: Any, what: str = "read", attempts: int | None = None) -> list[Any]:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
-            rows: list[Any] = await self._retrying()(pool.fetch, sql, *args)
+            rows: list[Any] = await self._retrying(attempts)(pool.fetch, sql, *args)
         except _DRIVER_ERRORS as exc:
-            raise StoreError(f"PostgreSQL read failed on {self._target.display}: {exc!r}") from exc
+            raise StoreError(f"PostgreSQL {what} failed on {self._target.display}: {exc!r}") from exc
         return list(rows)
+
+    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
+        rows = await self._fetch("SELECT id, status FROM workflows WHERE id = ANY($1::text[])", list(workflow_ids))
+        return {str(r[0]): WorkflowStatus(r[1]) for r in rows}
+
+    async def pending_for(self, workflow_id: str) -> list[Durable]:
+        """The outbox rows of one workflow (another process woke us for it)."""
+        self.outbox_reads += 1
+        rows = await self._fetch(
+            "SELECT body FROM outbox WHERE workflow_id = $1 ORDER BY deliver_at NULLS FIRST, id", workflow_id
+        )
+        return [durable_decoder.decode(r[0]) for r in rows]
 
     async def load(self, workflow_id: str) -> LoadedWorkflow | None:
         rows = await self._fetch("SELECT body FROM workflows WHERE id = $1", workflow_id)
@@ -411,6 +594,11 @@ async def _schema_version(conn: Any, display: str) -> int:
             "upgrade the package"
         )
     return version
+
+
+def _changes_state(op: Transition) -> bool:
+    """Whether a turn needs its shard's lease: it changes the workflow or stages, or consumes rows."""
+    return op.workflow is not None or bool(op.stages) or bool(op.consumed)
 
 
 async def _rollback(conn: Any) -> None:

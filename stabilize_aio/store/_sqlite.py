@@ -32,6 +32,7 @@ from .._errors import (
 )
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
+from .._status import WorkflowStatus
 from ._base import LoadedWorkflow, Op, Store, rows_for
 from ._base import migrations as dialect_migrations
 
@@ -270,6 +271,15 @@ class SqliteStore(Store):
     async def events(self, workflow_id: str) -> list[Event]:
         rows = await self._fetch("SELECT body FROM events WHERE workflow_id = ? ORDER BY seq", (workflow_id,))
         return [_dec_event(r[0]) for r in rows]
+
+    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
+        out: dict[str, WorkflowStatus] = {}
+        for start in range(0, len(workflow_ids), 500):  # SQLite's bound-parameter limit
+            chunk = list(workflow_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(f"SELECT id, status FROM workflows WHERE id IN ({marks})", chunk)
+            out.update({str(r[0]): WorkflowStatus(r[1]) for r in rows})
+        return out
 
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         where, params = [], []
