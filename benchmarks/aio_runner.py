@@ -41,7 +41,7 @@ def engine_for(workdir: Path, name: str) -> Engine:
     """The engine of a workload: a fresh SQLite file, or --url with lease times fit for a benchmark."""
     if URL is None:
         return Engine(fresh_db(workdir, name))
-    return Engine(URL, lease=5, heartbeat=0.25, poll_interval=float(os.environ.get("BENCH_POLL", "1")))
+    return Engine(URL, lease=5, heartbeat=0.25, poll_interval=1)
 
 
 async def settle(engine: Engine) -> None:

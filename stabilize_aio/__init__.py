@@ -9,6 +9,7 @@ from ._breaker import CircuitBreakerPolicy as CircuitBreakerPolicy
 from ._breaker import CircuitState as CircuitState
 from ._engine import Engine as Engine
 from ._engine import EngineStatistics as EngineStatistics
+from ._engine import ScheduleInfo as ScheduleInfo
 from ._engine import WorkflowRun as WorkflowRun
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
@@ -49,6 +50,7 @@ __all__ = (
     # engine
     "Engine",
     "EngineStatistics",
+    "ScheduleInfo",
     "WorkflowRun",
     # definitions
     "Workflow",

@@ -31,8 +31,10 @@ from . import _handlers
 from ._actors import Dispatcher, MailboxStatistics
 from ._breaker import CircuitBreakerPolicy
 from ._codec import check_encodable
+from ._cron import Cron, CronError
 from ._errors import (
     ConcurrencyError,
+    DefinitionError,
     EngineStateError,
     RegistrationError,
     StabilizeError,
@@ -50,7 +52,7 @@ from ._status import WorkflowStatus
 from ._timers import TimerService
 from ._views import WorkflowSummary, WorkflowView, view_of
 from .store import NewWorkflow, Store, StoreStatistics, store_from_url
-from .store._base import redact_url, shard_of
+from .store._base import ScheduleRow, redact_url, shard_of
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,6 +124,9 @@ class Engine:
         heartbeat: seconds between lease renewals (default: a third of ``lease``).
         poll_interval: seconds between safety-net polls for work and completions
             that another process's notification may have missed (PostgreSQL).
+        retention: seconds finished workflows are kept; the leader deletes older
+            ones (None: keep them forever).
+        leader_interval: seconds between the leader's checks for due schedules.
     """
 
     def __init__(
@@ -136,6 +141,8 @@ class Engine:
         lease: float = 30.0,
         heartbeat: float | None = None,
         poll_interval: float = 5.0,
+        retention: float | None = None,
+        leader_interval: float = 1.0,
     ) -> None:
         self.url = url
         self._store = store if store is not None else store_from_url(url)
@@ -147,6 +154,8 @@ class Engine:
         self._lease = lease
         self._heartbeat = heartbeat if heartbeat is not None else lease / 3
         self._poll_interval = poll_interval
+        self._retention = retention
+        self._leader_interval = leader_interval
         self._membership: SoleOwner | LeaseKeeper = SoleOwner()
         self._life = _Life.CREATED
         self._tg: anyio.abc.TaskGroup | None = None
@@ -284,6 +293,8 @@ class Engine:
             else:
                 await self._recover(None)
             tg.start_soon(self._timers.run, name="timers")
+            if not self._client:
+                tg.start_soon(self._leader, name="leader services")
         except BaseException:
             tg.cancel_scope.cancel()
             await self._close_group(None)
@@ -443,9 +454,15 @@ class Engine:
             DefinitionError: an unregistered task type or inputs msgspec cannot encode
                 (nothing is written).
         """
-        dispatcher = self._require_running()
+        self._require_running()
+        inputs = self._check_definition(workflow, context, "submit")
+        state = _initial_state(workflow, "", inputs)
+        return await self._start_run(state.record, state.specs, workflow_id)
+
+    def _check_definition(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+        """Refuse, before anything is written, task types this engine lacks and inputs that cannot be encoded."""
         if not isinstance(workflow, Workflow):
-            raise TypeError(f"submit() takes a Workflow, not {type(workflow).__name__}")
+            raise TypeError(f"{what}() takes a Workflow, not {type(workflow).__name__}")
         for stage in workflow.stages:
             for task in stage.tasks:
                 if task not in self._definitions and not self._client:
@@ -456,17 +473,23 @@ class Engine:
                     )
         inputs = dict(context or {})
         check_encodable(inputs, what="workflow context (inputs)")
+        return inputs
+
+    async def _start_run(
+        self, template: WorkflowRecord, specs: list[StageSpec], workflow_id: str | None
+    ) -> WorkflowRun:
+        """Insert a run of these specs with its start turn in one commit, and act on it."""
+        dispatcher = self._require_running()
         if workflow_id is not None:
             if await self._exists(workflow_id):
                 return WorkflowRun(self, workflow_id)
         else:
             workflow_id = self._local_id()
-        state = _initial_state(workflow, workflow_id, inputs)
+        record = msgspec.structs.replace(template, id=workflow_id, created_at=time.time())
+        state = WorkflowState(record, specs, [StageRun() for _ in specs])
         begin = _handlers.begin(state, time.time())
         owned = self._membership.owns(workflow_id)
-        op = NewWorkflow(
-            record=state.record, specs=state.specs, runs=list(state.runs), begin=begin, notify=not owned
-        )
+        op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin, notify=not owned)
         try:
             await self._store.write(op)
         except ConcurrencyError:
@@ -478,10 +501,103 @@ class Engine:
             dispatcher.adopt(state, begin)
         return WorkflowRun(self, workflow_id)
 
+    # schedules (fired by the leader) ---------------------------------------------
+    async def schedule(
+        self,
+        name: str,
+        workflow: Workflow,
+        *,
+        cron: str,
+        context: Mapping[str, Any] | None = None,
+        first_at: float | None = None,
+    ) -> ScheduleInfo:
+        """Start ``workflow`` on a cron expression (five fields, UTC), durably, from whichever engine leads.
+
+        Each tick starts the run ``schedule:<name>:<tick>`` exactly once, also across
+        leader changes; ticks missed while no engine ran are fired once, not replayed.
+        Scheduling an existing name replaces it. ``first_at`` (epoch seconds) sets
+        the first tick instead of the cron's next one.
+
+        Raises:
+            DefinitionError: a bad cron expression, unregistered task types or inputs
+                that cannot be encoded (nothing is written).
+        """
+        self._require_running()
+        inputs = self._check_definition(workflow, context, "schedule")
+        try:
+            parsed = Cron(cron)
+        except CronError as exc:
+            raise DefinitionError(f"schedule {name!r}: {exc}") from exc
+        state = _initial_state(workflow, "", inputs)
+        body = _schedule_encoder.encode(_Scheduled(record=state.record, specs=tuple(state.specs)))
+        next_at = first_at if first_at is not None else parsed.next_after(time.time())
+        await self._store.put_schedule(ScheduleRow(name=name, cron=cron, next_at=next_at, body=body))
+        return ScheduleInfo(
+            name=name, cron=cron, next_at=next_at, application=workflow.application, workflow=workflow.name
+        )
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove a schedule; False if there was none. Runs already started go on."""
+        self._require_running()
+        return await self._store.delete_schedule(name)
+
+    async def schedules(self) -> builtins.list[ScheduleInfo]:
+        """The durable schedules, by name."""
+        rows = await self._store.list_schedules()
+        out = []
+        for row in rows:
+            stored = _schedule_decoder.decode(row.body)
+            out.append(
+                ScheduleInfo(
+                    name=row.name,
+                    cron=row.cron,
+                    next_at=row.next_at,
+                    application=stored.record.application,
+                    workflow=stored.record.name,
+                )
+            )
+        return out
+
+    def _is_leader(self) -> bool:
+        """SQLite: the one engine. PostgreSQL: the engine holding shard 0 (a client never leads)."""
+        if self._client:
+            return False
+        return 0 in self._membership.held
+
+    async def _leader(self) -> None:
+        """Global services while this engine leads: fire due schedules, apply retention."""
+        while True:
+            await anyio.sleep(self._leader_interval)
+            if not self._is_leader():
+                continue
+            try:
+                await self.fire_due_schedules()
+                await self.apply_retention()
+            except Exception:
+                log.exception("leader services failed; retrying in %ss", self._leader_interval)
+
+    async def apply_retention(self) -> int:
+        """Delete finished workflows older than ``retention`` (the leader does this on its own); returns how many."""
+        if self._retention is None:
+            return 0
+        return await self._store.delete_finished(time.time() - self._retention, 1_000)
+
+    async def fire_due_schedules(self) -> int:
+        """Start the runs of every due schedule tick (the leader does this on its own); returns ticks fired."""
+        now = time.time()
+        fired = 0
+        for row in await self._store.list_schedules(due_before=now):
+            stored = _schedule_decoder.decode(row.body)
+            await self._start_run(stored.record, list(stored.specs), f"schedule:{row.name}:{int(row.next_at)}")
+            following = Cron(row.cron).next_after(max(row.next_at, now))  # missed ticks: fired once, not replayed
+            if await self._store.advance_schedule(row.name, row.next_at, following):
+                fired += 1
+        return fired
+
     async def _exists(self, workflow_id: str) -> bool:
         if self._dispatcher is not None and self._dispatcher.live_state(workflow_id) is not None:
             return True
-        return await self._store.load(workflow_id) is not None
+        return bool(await self._store.statuses([workflow_id]))
 
     def _local_id(self) -> str:
         """A new id; on leases, one whose shard this process holds, so the run needs no hand-off.
@@ -677,6 +793,27 @@ class Engine:
     def store(self) -> Store:
         """The engine's store."""
         return self._store
+
+
+class ScheduleInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A durable schedule: its name, cron, next tick, and the workflow it starts."""
+
+    name: str
+    cron: str
+    next_at: float
+    application: str
+    workflow: str
+
+
+class _Scheduled(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What a schedule stores: the run's record template and its stage specs."""
+
+    record: WorkflowRecord
+    specs: tuple[StageSpec, ...]
+
+
+_schedule_encoder = msgspec.msgpack.Encoder()
+_schedule_decoder = msgspec.msgpack.Decoder(_Scheduled)
 
 
 class _Waiter:

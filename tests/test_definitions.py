@@ -46,6 +46,7 @@ EXPECTED_ALL = (
     # engine
     "Engine",
     "EngineStatistics",
+    "ScheduleInfo",
     "WorkflowRun",
     # definitions
     "Workflow",

@@ -200,3 +200,58 @@ def test_the_many_processes_example_runs(postgres_schema_url: str, tmp_path: Pat
     assert (0, 0) == (client.returncode, code), client.stderr
     assert 10 == len(lines)
     assert all(" SUCCEEDED [100, 800] by pids " in line for line in lines)
+
+
+async def test_one_leader_at_a_time_and_the_next_takes_over(postgres_schema_url: str) -> None:
+    """Exactly one engine leads (it holds shard 0); when it stops, the other leads and fires the schedules."""
+    ran = anyio.Event()
+
+    def setup(engine: Engine) -> None:
+        @engine.task("tick")
+        async def tick(stage: StageView) -> TaskResult:
+            ran.set()
+            return TaskResult.success()
+
+    first = Engine(postgres_schema_url, lease=3, heartbeat=0.3, leader_interval=0.05)
+    second = Engine(postgres_schema_url, lease=3, heartbeat=0.3, leader_interval=0.05)
+    setup(first)
+    setup(second)
+    stop_first, first_stopped, finished = anyio.Event(), anyio.Event(), anyio.Event()
+    both_started = [anyio.Event(), anyio.Event()]
+
+    async def run_first() -> None:  # each engine is entered and left by its own task
+        async with first:
+            both_started[0].set()
+            await stop_first.wait()
+        first_stopped.set()
+
+    async def run_second() -> None:
+        await both_started[0].wait()  # the first claims everything (shard 0 included) before the second joins
+        async with second:
+            both_started[1].set()
+            await finished.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_first)
+        tg.start_soon(run_second)
+        await both_started[1].wait()
+        keeper, other = first._membership, second._membership
+        assert isinstance(keeper, LeaseKeeper)
+        assert isinstance(other, LeaseKeeper)
+        with anyio.fail_after(20):
+            while len(other.held) != SHARDS // 2:
+                await other.wait_changed()
+        leaders_while_both = (first._is_leader(), second._is_leader())
+        stop_first.set()
+        await first_stopped.wait()
+        with anyio.fail_after(20):
+            while not second._is_leader():
+                await other.wait_changed()
+        wf = Workflow(application="s", name="s", stages=[Stage("a", "tick")])
+        await second.schedule("handover", wf, cron="* * * * *", first_at=0.0)
+        with anyio.fail_after(20):
+            await ran.wait()  # the new leader's loop fired the tick
+        runs = await second.list(application="s")
+        finished.set()
+    assert (True, False) == leaders_while_both
+    assert ["schedule:handover:0"] == [r.workflow_id for r in runs]

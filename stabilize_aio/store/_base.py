@@ -56,6 +56,15 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     queued: int
 
 
+class ScheduleRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A durable schedule as stored: its cron, its next tick, and the encoded workflow to start."""
+
+    name: str
+    cron: str
+    next_at: float
+    body: bytes
+
+
 class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A workflow as read from the store."""
 
@@ -241,6 +250,27 @@ class Store(ABC):
     fence: dict[int, int] | None = None
     #: This engine process's lease owner id (set by the engine).
     owner: str = ""
+
+    # schedules and retention (the leader's global services) -------------------------
+    @abstractmethod
+    async def put_schedule(self, row: ScheduleRow) -> None:
+        """Create or replace a schedule."""
+
+    @abstractmethod
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if there was none."""
+
+    @abstractmethod
+    async def list_schedules(self, *, due_before: float | None = None) -> list[ScheduleRow]:
+        """Schedules by name, or only those whose next tick is at or before ``due_before``."""
+
+    @abstractmethod
+    async def advance_schedule(self, name: str, fired_at: float, next_at: float) -> bool:
+        """Move a schedule past the tick ``fired_at`` (compare-and-set: False if someone else did)."""
+
+    @abstractmethod
+    async def delete_finished(self, ended_before: float, limit: int) -> int:
+        """Retention: delete up to ``limit`` finished workflows that ended before a time; return how many."""
 
     @abstractmethod
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:

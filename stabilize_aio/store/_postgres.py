@@ -41,14 +41,14 @@ from .._errors import ConcurrencyError, ForeignDatabaseError, LeaseLostError, Sc
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, Transition, WorkflowRecord
 from .._status import WorkflowStatus
-from ._base import LoadedWorkflow, Op, Store, redact_url, rows_for, shard_of
+from ._base import LoadedWorkflow, Op, ScheduleRow, Store, redact_url, rows_for, shard_of
 from ._base import migrations as dialect_migrations
 from ._pg_notify import NOTIFY, Listener, channel, notifications
 
 log = logging.getLogger("stabilize_aio.store")
 
 APP_ID = "stabilize_aio"
-TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines")
+TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules")
 #: The key of the transaction-level advisory lock every migration takes ("stabilz").
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -451,6 +451,51 @@ class PostgresStore(Store):
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"PostgreSQL {what} failed on {self._target.display}: {exc!r}") from exc
         return list(rows)
+
+    async def put_schedule(self, row: ScheduleRow) -> None:
+        await self._fetch(
+            "INSERT INTO schedules (name, cron, next_at, body) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE"
+            " SET cron = excluded.cron, next_at = excluded.next_at, body = excluded.body",
+            row.name,
+            row.cron,
+            row.next_at,
+            row.body,
+            what="schedule write",
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._fetch("DELETE FROM schedules WHERE name = $1 RETURNING name", name, what="write"))
+
+    async def list_schedules(self, *, due_before: float | None = None) -> list[ScheduleRow]:
+        if due_before is None:
+            rows = await self._fetch("SELECT name, cron, next_at, body FROM schedules ORDER BY name")
+        else:
+            rows = await self._fetch(
+                "SELECT name, cron, next_at, body FROM schedules WHERE next_at <= $1 ORDER BY name", due_before
+            )
+        return [ScheduleRow(name=r[0], cron=r[1], next_at=r[2], body=bytes(r[3])) for r in rows]
+
+    async def advance_schedule(self, name: str, fired_at: float, next_at: float) -> bool:
+        rows = await self._fetch(
+            "UPDATE schedules SET next_at = $1 WHERE name = $2 AND next_at = $3 RETURNING name",
+            next_at,
+            name,
+            fired_at,
+            what="schedule write",
+        )
+        return bool(rows)
+
+    async def delete_finished(self, ended_before: float, limit: int) -> int:
+        rows = await self._fetch(
+            "WITH old AS (SELECT id FROM workflows WHERE ended_at IS NOT NULL AND ended_at < $1 LIMIT $2),"
+            " e AS (DELETE FROM events WHERE workflow_id IN (SELECT id FROM old)),"
+            " s AS (DELETE FROM stages WHERE workflow_id IN (SELECT id FROM old))"
+            " DELETE FROM workflows WHERE id IN (SELECT id FROM old) RETURNING id",
+            ended_before,
+            limit,
+            what="retention",
+        )
+        return len(rows)
 
     async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
         rows = await self._fetch("SELECT id, status FROM workflows WHERE id = ANY($1::text[])", list(workflow_ids))

@@ -33,7 +33,7 @@ from .._errors import (
 from .._messages import Durable, Event, durable_decoder
 from .._state import StageRun, StageSpec, WorkflowRecord
 from .._status import WorkflowStatus
-from ._base import LoadedWorkflow, Op, Store, rows_for
+from ._base import LoadedWorkflow, Op, ScheduleRow, Store, rows_for
 from ._base import migrations as dialect_migrations
 
 APP_ID = "stabilize_aio"
@@ -280,6 +280,41 @@ class SqliteStore(Store):
             rows = await self._fetch(f"SELECT id, status FROM workflows WHERE id IN ({marks})", chunk)
             out.update({str(r[0]): WorkflowStatus(r[1]) for r in rows})
         return out
+
+    async def put_schedule(self, row: ScheduleRow) -> None:
+        await self._fetch(
+            "INSERT INTO schedules (name, cron, next_at, body) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET cron = excluded.cron, next_at = excluded.next_at, body = excluded.body",
+            (row.name, row.cron, row.next_at, row.body),
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._fetch("DELETE FROM schedules WHERE name = ? RETURNING name", (name,)))
+
+    async def list_schedules(self, *, due_before: float | None = None) -> list[ScheduleRow]:
+        where, params = ("WHERE next_at <= ?", (due_before,)) if due_before is not None else ("", ())
+        rows = await self._fetch(f"SELECT name, cron, next_at, body FROM schedules {where} ORDER BY name", params)
+        return [ScheduleRow(name=r[0], cron=r[1], next_at=r[2], body=bytes(r[3])) for r in rows]
+
+    async def advance_schedule(self, name: str, fired_at: float, next_at: float) -> bool:
+        rows = await self._fetch(
+            "UPDATE schedules SET next_at = ? WHERE name = ? AND next_at = ? RETURNING name", (next_at, name, fired_at)
+        )
+        return bool(rows)
+
+    async def delete_finished(self, ended_before: float, limit: int) -> int:
+        ids = [
+            r[0]
+            for r in await self._fetch(
+                "SELECT id FROM workflows WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?", (ended_before, limit)
+            )
+        ]
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        for table, column in (("events", "workflow_id"), ("stages", "workflow_id"), ("workflows", "id")):
+            await self._fetch(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+        return len(ids)
 
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         where, params = [], []
