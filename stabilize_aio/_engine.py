@@ -19,6 +19,7 @@ import enum
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -42,7 +43,7 @@ from ._errors import (
     WorkflowNotFound,
 )
 from ._membership import LeaseKeeper, SoleOwner
-from ._messages import CancelWorkflow, Durable, Event
+from ._messages import CancelWorkflow, Durable, Event, Signal, SignalStage
 from ._model import Workflow
 from ._pool import PoolStatistics, TaskPool
 from ._registry import TaskDefinition, make_definition
@@ -163,6 +164,8 @@ class Engine:
         self._timers: TimerService | None = None
         self._pools: dict[str, TaskPool] = {}
         self._waiters: dict[str, _Waiter] = {}
+        self._wake_queue: deque[str] = deque()
+        self._wake_ready: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Engine {redact_url(self.url)!r} {self._life.value} tasks={sorted(self._definitions)}>"
@@ -286,6 +289,7 @@ class Engine:
             tg.start_soon(self._store.run_writer, name="store writer")
             membership = self._membership
             if isinstance(membership, LeaseKeeper):
+                tg.start_soon(self._wake_loop, name="wake-ups")
                 await self._store.listen(self._woken, self._done_elsewhere)
                 await membership.step()  # claim a first share (and recover it) before returning
                 tg.start_soon(membership.run, name="lease keeper")
@@ -337,9 +341,26 @@ class Engine:
             self._dispatcher.drop(lambda workflow_id: shard_of(workflow_id) in shards)
 
     def _woken(self, workflow_id: str) -> None:
-        """Another process committed work for a workflow (LISTEN): its owner picks it up."""
-        if self._tg is not None and self._membership.owns(workflow_id):
-            self._tg.start_soon(self._pick_up, workflow_id)
+        """Another process committed work for a workflow (LISTEN): queue it for its owner.
+
+        The driver calls this outside any task (no anyio backend is detectable there),
+        so it only queues and sets an event; ``_wake_loop`` does the async work.
+        """
+        if self._life is _Life.RUNNING and self._membership.owns(workflow_id):
+            self._wake_queue.append(workflow_id)
+            if self._wake_ready is not None:
+                self._wake_ready.set()
+
+    async def _wake_loop(self) -> None:
+        """Pick up the workflows other processes woke this owner for."""
+        while True:
+            self._wake_ready = anyio.Event()
+            if not self._wake_queue:
+                await self._wake_ready.wait()
+            while self._wake_queue:
+                workflow_id = self._wake_queue.popleft()
+                if self._tg is not None:
+                    self._tg.start_soon(self._pick_up, workflow_id)
 
     async def _pick_up(self, workflow_id: str) -> None:
         assert self._timers is not None
@@ -719,6 +740,40 @@ class Engine:
             if owned:
                 dispatcher.deliver(workflow_id, message)
         return await self._wait(workflow_id, None)
+
+    async def signal(self, workflow_id: str, stage: str, name: str, data: Any = None) -> None:
+        """Send a signal to a stage of a run, from any process; it is durable once this returns.
+
+        A stage whose task returned ``TaskResult.suspend()`` resumes: its task is called
+        again with ``_signal_name`` and ``_signal_data`` in its context. A signal that
+        arrives before the stage suspends is kept on the stage and consumed when it does.
+
+        Raises:
+            WorkflowNotFound: no run has this id.
+            DefinitionError: the run has no stage ``stage``, or ``data`` cannot be encoded.
+            EngineStateError: the run has finished.
+        """
+        dispatcher = self._require_running()
+        check_encodable(data, what="signal data", stage=stage)
+        state = dispatcher.live_state(workflow_id)
+        if state is None:
+            loaded = await self._store.load(workflow_id)
+            if loaded is None:
+                raise WorkflowNotFound(workflow_id)
+            state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
+        try:
+            index = state.stage_index(stage)
+        except KeyError:
+            raise DefinitionError(f"workflow {workflow_id!r} has no stage {stage!r}", stage=stage) from None
+        if state.record.status.is_complete:
+            raise EngineStateError(
+                f"workflow {workflow_id!r} is {state.record.status.value}: signal {name!r} for stage {stage!r} refused"
+            )
+        message = SignalStage(id=f"signal:{secrets.token_hex(8)}", stage=index, signal=Signal(name=name, data=data))
+        owned = self._membership.owns(workflow_id)
+        await self._store.write(Transition(workflow_id=workflow_id, emitted=[message], notify=not owned))
+        if owned:
+            dispatcher.deliver(workflow_id, message)
 
     async def wait_idle(self) -> None:
         """Wait until no task call runs, no actor runs a turn and nothing waits to be committed.

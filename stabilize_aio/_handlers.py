@@ -25,11 +25,13 @@ from ._messages import (
     Message,
     ParkTask,
     RunTask,
+    Signal,
+    SignalStage,
     StageTimeout,
     StartWorkflow,
     TaskDone,
 )
-from ._state import StageRun, Transition, Turn, WorkflowState
+from ._state import LIVE, StageRun, Transition, Turn, WorkflowState
 from ._status import WorkflowStatus
 
 S = WorkflowStatus
@@ -57,6 +59,8 @@ def apply(turn: Turn, message: Message) -> None:
             _cancel_workflow(turn, message)
         case ParkTask():
             _park(turn, message)
+        case SignalStage():
+            _signal(turn, message)
 
 
 # workflow ------------------------------------------------------------------
@@ -101,7 +105,7 @@ def _cancel_workflow(turn: Turn, msg: CancelWorkflow) -> None:
 
 def _cancel_stages(turn: Turn, *, include_not_started: bool) -> None:
     for i, run in list(turn.runs()):
-        if run.status is S.RUNNING:
+        if run.status in LIVE:
             _drop_pending(turn, i, run)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
             turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
@@ -201,7 +205,7 @@ def _complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo
 
 def _stage_timeout(turn: Turn, msg: StageTimeout) -> None:
     run = turn.run(msg.stage)
-    if run.status is not S.RUNNING or run.timer_id != msg.id:
+    if run.status not in LIVE or run.timer_id != msg.id:
         return  # stale: the stage finished or restarted; its row is gone already
     turn.consume(msg.id)
     turn.update_stage(msg.stage, timer_id=None)
@@ -268,6 +272,13 @@ def _task_done(turn: Turn, msg: TaskDone) -> None:
     ctx = {**run.context_update, **result.context} if result.context else run.context_update
     turn.update_stage(i, outputs=outputs, context_update=ctx, run_id=None, parked=False)
     status = result.status
+    if status is S.SUSPENDED:
+        if run.signals:  # a signal came first: consume it at once
+            _resume(turn, i, run.signals[0], rest=run.signals[1:])
+        else:
+            turn.set_stage(i, S.SUSPENDED)
+            turn.record_event("stage.suspended", f"stage.suspended:{i}:{run.generation}:{run.polls}", stage=i)
+        return
     if status is S.RUNNING:
         turn.update_stage(i, polls=run.polls + 1)
         _emit_run(turn, i, deliver_at=turn.now + out.poll_interval)
@@ -288,6 +299,31 @@ def _task_done(turn: Turn, msg: TaskDone) -> None:
     )
     final = S.STOPPED if status is S.STOPPED else spec.failure_status()
     _complete_stage(turn, i, final, error)
+
+
+def _signal(turn: Turn, msg: SignalStage) -> None:
+    """A signal for a stage: resume it if suspended, keep it if the stage is still to suspend."""
+    turn.consume(msg.id)
+    run = turn.run(msg.stage)
+    if turn.record.status.is_complete or run.status.is_complete:
+        turn.record_event("signal.dropped", f"signal.dropped:{msg.id}", stage=msg.stage)
+        return
+    if run.status is S.SUSPENDED:
+        _resume(turn, msg.stage, msg.signal, rest=run.signals)
+    else:
+        turn.update_stage(msg.stage, signals=(*run.signals, msg.signal))
+
+
+def _resume(turn: Turn, i: int, signal: Signal, *, rest: tuple[Signal, ...]) -> None:
+    """Call the stage's task again with the signal in its context."""
+    run = turn.run(i)
+    ctx = {**run.context_update, "_signal_name": signal.name, "_signal_data": signal.data}
+    if run.status is S.SUSPENDED:
+        turn.set_stage(i, S.RUNNING, context_update=ctx, signals=rest, polls=run.polls + 1)
+    else:
+        turn.update_stage(i, context_update=ctx, signals=rest, polls=run.polls + 1)
+    turn.record_event("stage.signaled", f"stage.signaled:{i}:{run.generation}:{run.polls}", stage=i)
+    _emit_run(turn, i, deliver_at=None)
 
 
 def _next_task(turn: Turn, i: int) -> None:

@@ -57,7 +57,23 @@ class CancelWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="c
     deliver_at: float | None = None
 
 
-Durable = StartWorkflow | RunTask | StageTimeout | CancelWorkflow
+class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A signal's name and data, as a suspended stage receives it."""
+
+    name: str
+    data: Any = None
+
+
+class SignalStage(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="signal"):
+    """A command from outside: a signal for one stage (resumes it if it is suspended)."""
+
+    id: str
+    stage: int
+    signal: Signal
+    deliver_at: float | None = None
+
+
+Durable = StartWorkflow | RunTask | StageTimeout | CancelWorkflow | SignalStage
 
 durable_encoder = msgspec.msgpack.Encoder()
 durable_decoder: msgspec.msgpack.Decoder[Durable] = msgspec.msgpack.Decoder(Durable)

@@ -257,6 +257,14 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
     @classmethod
+    def suspend(cls, *, context: Mapping[str, Any] | None = None) -> TaskResult:
+        """Wait for a signal: the stage stays SUSPENDED until ``engine.signal(...)`` resumes it.
+
+        The task is then called again with ``_signal_name`` and ``_signal_data`` in its context.
+        """
+        return cls(status=WorkflowStatus.SUSPENDED, context=dict(context or {}))
+
+    @classmethod
     def canceled(
         cls,
         error: str | None = None,

@@ -18,10 +18,12 @@ from typing import Any
 
 import msgspec
 
-from ._messages import Durable, ErrorInfo, Event, RunTask
+from ._messages import Durable, ErrorInfo, Event, RunTask, Signal
 from ._status import WorkflowStatus, transition
 
 S = WorkflowStatus
+#: Stage statuses of work under way: a workflow completes only when no stage is in one.
+LIVE = frozenset({S.RUNNING, S.SUSPENDED})
 
 
 class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -66,6 +68,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     run_id: str | None = None
     timer_id: str | None = None
     parked: bool = False
+    signals: tuple[Signal, ...] = ()  # signals that came while the stage was not suspended, oldest first
 
 
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -141,7 +144,7 @@ class WorkflowState:
             for req in spec.requisites:
                 self.children[req].append(spec.index)
         self.outstanding = [sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs]
-        self.active = sum(1 for r in runs if r.status is S.RUNNING)
+        self.active = sum(1 for r in runs if r.status in LIVE)
         self._ancestors: dict[int, list[int]] = {}
 
     def apply(self, t: Transition) -> None:
@@ -151,9 +154,9 @@ class WorkflowState:
         for i, run in t.stages.items():
             old = self.runs[i]
             self.runs[i] = run
-            if old.status is S.RUNNING and run.status is not S.RUNNING:
+            if old.status in LIVE and run.status not in LIVE:
                 self.active -= 1
-            elif run.status is S.RUNNING and old.status is not S.RUNNING:
+            elif run.status in LIVE and old.status not in LIVE:
                 self.active += 1
             if run.status.can_continue and not old.status.can_continue:
                 for c in self.children[i]:
@@ -251,9 +254,9 @@ class Turn:
         return new
 
     def _put(self, i: int, old: StageRun, new: StageRun) -> None:
-        if old.status is S.RUNNING and new.status is not S.RUNNING:
+        if old.status in LIVE and new.status not in LIVE:
             self._active -= 1
-        elif new.status is S.RUNNING and old.status is not S.RUNNING:
+        elif new.status in LIVE and old.status not in LIVE:
             self._active += 1
         if new.status.can_continue and not old.status.can_continue:
             for c in self.state.children[i]:
