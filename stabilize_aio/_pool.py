@@ -300,14 +300,6 @@ class TaskPool:
                     TimeoutError(f"stage {view.ref_id!r}: task timed out"), view.attempt, transient=True
                 )
                 return TaskDone(run=job.run, outcome=self._outcome(error=error))
-                log.warning("task timed out after %ss", job.timeout, extra=extra)
-                error = ErrorInfo.capped(
-                    "TaskTimeout",
-                    f"stage {view.ref_id!r}: task {view.task!r} timed out after {job.timeout}s",
-                    attempt=view.attempt,
-                    transient=True,
-                )
-                return TaskDone(run=job.run, outcome=self._outcome(error=error))
             except TransientError as exc:
                 self.failed += 1
                 log.info("task raised a transient error: %s", exc, extra=extra)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import anyio
 import asyncpg
 import msgspec
 import pytest
+from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, LeaseLostError
 from stabilize_aio._messages import CancelWorkflow, StartWorkflow
@@ -32,19 +33,11 @@ pytestmark = pytest.mark.postgres
 
 
 # helpers ---------------------------------------------------------------------
-@asynccontextmanager
-async def opened(url: str, owner: str = "") -> AsyncIterator[PostgresStore]:
+def opened(url: str, owner: str = "") -> AbstractAsyncContextManager[PostgresStore]:
     """An open store with its group writer running (as inside an engine), lease owner ``owner``."""
     store = PostgresStore(url)
     store.owner = owner
-    await store.open()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.run_writer)
-            yield store
-            tg.cancel_scope.cancel()
-    finally:
-        await store.close()
+    return running_store(store)
 
 
 @asynccontextmanager

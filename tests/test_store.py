@@ -8,13 +8,14 @@ the test), through the ``store_factory`` parameters.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
+from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
 from stabilize_aio._engine import _initial_state
@@ -37,18 +38,9 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactor
     return lambda: store_from_url(url)
 
 
-@asynccontextmanager
-async def opened(factory: StoreFactory) -> AsyncIterator[Store]:
+def opened(factory: StoreFactory) -> AbstractAsyncContextManager[Store]:
     """An open store with its group writer running (as inside an engine)."""
-    store = factory()
-    await store.open()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.run_writer)
-            yield store
-            tg.cancel_scope.cancel()
-    finally:
-        await store.close()
+    return running_store(factory())
 
 
 def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:

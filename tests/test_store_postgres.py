@@ -6,12 +6,11 @@ is a real ``pg_terminate_backend`` of the writer's server process.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
-import anyio
 import asyncpg
 import pytest
+from storekit import running_store
 
 from stabilize_aio import (
     ConcurrencyError,
@@ -31,19 +30,11 @@ from stabilize_aio.store._postgres import PostgresStore
 pytestmark = pytest.mark.postgres
 
 
-@asynccontextmanager
-async def opened(url: str) -> AsyncIterator[PostgresStore]:
+def opened(url: str) -> AbstractAsyncContextManager[PostgresStore]:
     """An open PostgreSQL store with its group writer running (as inside an engine)."""
     store = store_from_url(url)
     assert isinstance(store, PostgresStore)
-    await store.open()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.run_writer)
-            yield store
-            tg.cancel_scope.cancel()
-    finally:
-        await store.close()
+    return running_store(store)
 
 
 def new_workflow(wid: str) -> NewWorkflow:

@@ -73,6 +73,13 @@ class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     runs: list[StageRun]
 
 
+#: One msgpack encoder and the record decoders every SQL store uses, built once.
+encode_row = msgspec.msgpack.Encoder().encode
+decode_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
+decode_spec = msgspec.msgpack.Decoder(StageSpec).decode
+decode_run = msgspec.msgpack.Decoder(StageRun).decode
+decode_event = msgspec.msgpack.Decoder(Event).decode
+
 #: Workflows are spread over this many shards; a process owns the actors of the shards it leases.
 SHARDS = 32
 

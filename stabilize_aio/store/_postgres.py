@@ -39,9 +39,14 @@ import tenacity
 
 from .._errors import ConcurrencyError, ForeignDatabaseError, LeaseLostError, SchemaTooNewError, StoreError
 from .._messages import Durable, Event, durable_decoder
-from .._state import StageRun, StageSpec, Transition, WorkflowRecord
+from .._state import Transition, WorkflowRecord
 from .._status import WorkflowStatus
 from ._base import LoadedWorkflow, Op, ScheduleRow, Store, redact_url, rows_for, shard_of
+from ._base import decode_event as _dec_event
+from ._base import decode_record as _dec_record
+from ._base import decode_run as _dec_run
+from ._base import decode_spec as _dec_spec
+from ._base import encode_row as _enc
 from ._base import migrations as dialect_migrations
 from ._pg_notify import NOTIFY, Listener, channel, notifications
 
@@ -53,11 +58,6 @@ TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases",
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_enc = msgspec.msgpack.Encoder().encode
-_dec_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
-_dec_spec = msgspec.msgpack.Decoder(StageSpec).decode
-_dec_run = msgspec.msgpack.Decoder(StageRun).decode
-_dec_event = msgspec.msgpack.Decoder(Event).decode
 
 # One set-based statement per table: parameter $n is the array of column n of
 # the batch that rows_for() built for the key. The order is the order of execution.

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import msgspec
 
 from .._errors import (
     ConcurrencyError,
@@ -31,17 +30,17 @@ from .._errors import (
     StoreError,
 )
 from .._messages import Durable, Event, durable_decoder
-from .._state import StageRun, StageSpec, WorkflowRecord
+from .._state import WorkflowRecord
 from .._status import WorkflowStatus
 from ._base import LoadedWorkflow, Op, ScheduleRow, Store, rows_for
+from ._base import decode_event as _dec_event
+from ._base import decode_record as _dec_record
+from ._base import decode_run as _dec_run
+from ._base import decode_spec as _dec_spec
+from ._base import encode_row as _enc
 from ._base import migrations as dialect_migrations
 
 APP_ID = "stabilize_aio"
-_enc = msgspec.msgpack.Encoder().encode
-_dec_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
-_dec_spec = msgspec.msgpack.Decoder(StageSpec).decode
-_dec_run = msgspec.msgpack.Decoder(StageRun).decode
-_dec_event = msgspec.msgpack.Decoder(Event).decode
 
 _SQL = {
     "wf_insert": "INSERT INTO workflows (id, application, name, status, version, created_at, ended_at, body)"
