@@ -49,16 +49,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from _common import latency_figures, runner_parser, stdout_to_stderr
 
 SYSTEM = "stabilize"
 APPLICATION = "bench"
@@ -66,29 +65,6 @@ NOOP = "bench_noop"
 IO = "bench_io"
 FINAL_OK = "SUCCEEDED"
 FINAL_OTHER = ("TERMINAL", "CANCELED", "STOPPED", "FAILED_CONTINUE")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0..100), interpolated linearly between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[TextIO]:
-    """Send everything written to fd 1 to stderr; yield a stream on the real stdout for the JSON line."""
-    sys.stdout.flush()
-    real = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    try:
-        yield real
-    finally:
-        real.flush()
 
 
 class Recorder:
@@ -117,13 +93,8 @@ class Recorder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W5"])
-    parser.add_argument("--size", required=True, type=int, help="workflows (W1, W2, W5) or parallel stages (W3)")
-    parser.add_argument("--cap", required=True, type=float, help="seconds; stop and report rates when reached")
-    parser.add_argument("--workdir", required=True, type=Path)
+    parser = runner_parser(__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=10, help="QueueProcessor max_workers (default 10)")
-    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     args = parser.parse_args(argv)
     if args.size < 1 or args.cap <= 0 or args.workers < 1:
         parser.error("--size, --cap and --workers must be positive")
@@ -316,11 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 hops.append((second - first_end) * 1000.0)
         wall = time.perf_counter() - t0
         result.update(completed=ok, failed=bad, capped=capped, wall_s=round(wall, 4))
-        for name, values in (("submit_to_start", to_start), ("hop", hops)):
-            for q in (50, 99):
-                value = percentile(values, q)
-                result[f"{name}_p{q}_ms"] = None if value is None else round(value, 3)
-        result["samples"] = len(hops)
+        result.update(latency_figures(to_start, hops))
 
     result["settings"] = settings
     processor.stop(wait=False)
