@@ -157,14 +157,18 @@ class Dispatcher:
             actor = self.actors.pop(workflow_id)
             actor.mailbox.clear()
             for run_id in actor.inflight:
-                for pool in self._pools.values():
-                    if pool.cancel((workflow_id, run_id)):
-                        break
+                self._cancel_call(workflow_id, run_id)
             actor.inflight.clear()
             actor.dispatched.clear()
             if actor.waiting:
                 self._resume(actor)  # let its coroutine leave
             self.passivations += 1
+
+    def _cancel_call(self, workflow_id: str, run_id: str) -> None:
+        """Cancel a running or queued call in whichever pool holds it (it reports nothing)."""
+        for pool in self._pools.values():
+            if pool.cancel((workflow_id, run_id)):
+                return
 
     def _busy(self) -> None:
         self._running += 1
@@ -276,9 +280,7 @@ class Dispatcher:
         for run_id in t.cancel_runs:
             actor.inflight.discard(run_id)
             actor.dispatched.discard(run_id)
-            for pool in self._pools.values():
-                if pool.cancel((actor.workflow_id, run_id)):
-                    break
+            self._cancel_call(actor.workflow_id, run_id)
         for run in t.dispatch:
             self._dispatch(actor, state, run)
         if t.finished:

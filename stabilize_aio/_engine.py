@@ -323,11 +323,8 @@ class Engine:
             if due_only and workflow_id in live:
                 continue  # a live actor already has this workflow's rows in hand
             count += 1
-            if message.deliver_at is not None and message.deliver_at > now:
-                if not due_only:
-                    self._timers.add(workflow_id, message)
-            else:
-                self._deliver(workflow_id, message)
+            if not (due_only and self._is_future(message, now)):
+                self._route(workflow_id, message, now)
         if count and not due_only:
             log.info("recovered %d pending messages", count)
 
@@ -363,13 +360,21 @@ class Engine:
                     self._tg.start_soon(self._pick_up, workflow_id)
 
     async def _pick_up(self, workflow_id: str) -> None:
-        assert self._timers is not None
         now = time.time()
         for message in await self._store.pending_for(workflow_id):
-            if message.deliver_at is not None and message.deliver_at > now:
-                self._timers.add(workflow_id, message)
-            else:
-                self._deliver(workflow_id, message)
+            self._route(workflow_id, message, now)
+
+    @staticmethod
+    def _is_future(message: Durable, now: float) -> bool:
+        return message.deliver_at is not None and message.deliver_at > now
+
+    def _route(self, workflow_id: str, message: Durable, now: float) -> None:
+        """A pending row read from the store: to the timer heap if its time has not come, else deliver it."""
+        assert self._timers is not None
+        if self._is_future(message, now):
+            self._timers.add(workflow_id, message)
+        else:
+            self._deliver(workflow_id, message)
 
     def _done_elsewhere(self, workflow_id: str) -> None:
         """Another process finished a workflow (LISTEN): wake this process's waiters."""

@@ -207,11 +207,8 @@ def _stage_timeout(turn: Turn, msg: StageTimeout) -> None:
     run = turn.run(msg.stage)
     if run.status not in LIVE or run.timer_id != msg.id:
         return  # stale: the stage finished or restarted; its row is gone already
-    turn.consume(msg.id)
-    turn.update_stage(msg.stage, timer_id=None)
-    if run.run_id is not None:
-        turn.consume(run.run_id)
-        turn.t.cancel_runs.append(run.run_id)
+    _drop_pending(turn, msg.stage, run)  # its timer row (this message) and its RunTask, call cancelled
+    turn.update_stage(msg.stage, timer_id=None, run_id=None)
     spec = turn.spec(msg.stage)
     error = ErrorInfo.capped(
         "StageTimeout",
