@@ -43,8 +43,6 @@ log = logging.getLogger("stabilize_aio.membership")
 class SoleOwner:
     """One engine owns every workflow (SQLite)."""
 
-    leases = False
-
     def owns(self, workflow_id: str) -> bool:
         """Always True."""
         return True
@@ -55,8 +53,6 @@ class SoleOwner:
 
 class LeaseKeeper:
     """Leases a fair share of the shards and keeps it (PostgreSQL)."""
-
-    leases = True
 
     def __init__(
         self,
