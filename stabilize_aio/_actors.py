@@ -1,12 +1,18 @@
 """WorkflowActor and Dispatcher: one writer per workflow, batched turns, passivation.
 
 The dispatcher routes every message by workflow id to that workflow's actor,
-activating it (loading its state once) if needed. An actor drains its mailbox up
-to a bound, folds the messages into one :class:`~stabilize_aio._state.Turn`,
-commits it through the store's group writer, applies it to its in-memory state,
-and only then acts: RunTasks to the pools, delayed rows to the timer service,
-cancellations to running calls, wake-ups to waiters. An actor with an empty
-mailbox and nothing in flight leaves memory (its coroutine has already ended).
+activating it (loading its state once) if needed. An idle actor drains its
+mailbox up to a bound, folds the messages into one
+:class:`~stabilize_aio._state.Turn` and queues it on the store's group writer
+(:meth:`~stabilize_aio.store.Store.enqueue`); while it commits, new messages
+wait in the mailbox. When the group commits, the writer reports back and the
+actor applies the turn to its in-memory state and only then acts: RunTasks to
+the pools, delayed rows to the timer service, cancellations to running calls,
+wake-ups to waiters; then it folds whatever arrived meanwhile into its next turn.
+No task waits per turn: turns run in the task that delivered the message (a
+pool worker handing in a result, the timer service) or in the writer that
+committed the previous turn. An actor with an empty mailbox, no turn committing
+and nothing in flight leaves memory.
 
 Nothing ever waits to enter a mailbox (DESIGN rule 9): outside input per
 workflow is bounded by construction (one start row, one idempotent cancel row),
@@ -20,6 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -54,9 +61,26 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WorkflowActor:
-    """The single writer of one workflow while it is live."""
+    """The single writer of one workflow while it is live.
 
-    __slots__ = ("dispatched", "inflight", "loads", "mailbox", "running", "state", "waiting", "wake", "workflow_id")
+    An actor is a mailbox plus a state machine, not a coroutine of its own: its
+    turns run in the task that delivered the message which found it idle (a pool
+    worker, the timer service, the group writer that committed its last turn),
+    and it never has more than one turn committing. That is what keeps a stage
+    to one task crossing (the pool worker's) instead of four.
+    """
+
+    __slots__ = (
+        "committing",
+        "dispatched",
+        "failures",
+        "inflight",
+        "loading",
+        "loads",
+        "mailbox",
+        "state",
+        "workflow_id",
+    )
 
     def __init__(self, workflow_id: str, state: WorkflowState | None) -> None:
         self.workflow_id = workflow_id
@@ -67,10 +91,16 @@ class WorkflowActor:
         #: RunTask ids handed to a pool whose row is not consumed yet: never dispatched twice,
         #: even when a redelivery overtakes the call's own result in the mailbox.
         self.dispatched: set[str] = set()
-        self.running = False  # its coroutine exists (doing a turn, or waiting for calls in flight)
-        self.waiting = False  # its coroutine waits on `wake` for a result of a call in flight
-        self.wake = anyio.Event()
+        #: The messages of the turn being committed (None when no turn is committing).
+        self.committing: list[Message] | None = None
+        self.loading = False  # its state is being read from the store
+        self.failures = 0  # turns refused by their fence in a row
         self.loads = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn of it is committing or its state is loading (no other turn may start)."""
+        return self.committing is not None or self.loading
 
     def __repr__(self) -> str:
         status = self.state.record.status if self.state else "unloaded"
@@ -102,7 +132,7 @@ class Dispatcher:
         self._batch = batch
         self.actors: dict[str, WorkflowActor] = {}
         self.activations = self.passivations = self.turns = self.messages = self.reloads = 0
-        self._running = 0
+        self._running = 0  # actors with a turn committing or their state loading
         self._quiet: anyio.Event | None = None  # made only while someone waits for quiet
         self.accept_dispatch = True
 
@@ -111,7 +141,7 @@ class Dispatcher:
 
     # routing ---------------------------------------------------------------
     def deliver(self, workflow_id: str, message: Message, *, state: WorkflowState | None = None) -> None:
-        """Put a message in its workflow's mailbox (never waits; task results always get in).
+        """Put a message in its workflow's mailbox and run a turn if the actor is idle (never waits).
 
         A message for a workflow whose shard this process does not own is dropped:
         its owner has the row and will deliver it.
@@ -122,15 +152,11 @@ class Dispatcher:
         if actor is None:
             actor = self.actors[workflow_id] = WorkflowActor(workflow_id, state)
             self.activations += 1
-        elif actor.state is None and state is not None:
+        elif actor.state is None and state is not None and not actor.loading:
             actor.state = state
         actor.mailbox.append(message)
-        if actor.waiting:
-            self._resume(actor)
-        elif not actor.running:
-            actor.running = True
-            self._busy()
-            self._tg.start_soon(self._run, actor, name=f"actor {workflow_id}")
+        if not actor.busy:
+            self._step(actor)
 
     def adopt(self, state: WorkflowState, t: Transition) -> None:
         """Take a workflow whose first transition was committed by submit, and act on it."""
@@ -139,19 +165,15 @@ class Dispatcher:
             actor = self.actors[state.record.id] = WorkflowActor(state.record.id, state)
             self.activations += 1
         self._after_commit(actor, state, t)
-        if not actor.running:
-            if actor.mailbox:  # e.g. a ParkTask for a task type this engine lacks
-                actor.running = True
-                self._busy()
-                self._tg.start_soon(self._run, actor, name=f"actor {state.record.id}")
-            else:
-                self._maybe_passivate(actor)
+        if not actor.busy:
+            self._step(actor)  # e.g. a ParkTask for a task type this engine lacks; else it passivates
 
     def drop(self, lost: Callable[[str], bool]) -> None:
         """Forget the actors of workflows this process no longer owns, and cancel their calls.
 
         Their rows stay in the store; the new owner redelivers them. A turn of theirs
-        that is committing now is refused by the store's lease fence.
+        that is committing now is refused by the store's lease fence (and if it
+        committed first, nothing acts on it here).
         """
         for workflow_id in [w for w in self.actors if lost(w)]:
             actor = self.actors.pop(workflow_id)
@@ -160,8 +182,6 @@ class Dispatcher:
                 self._cancel_call(workflow_id, run_id)
             actor.inflight.clear()
             actor.dispatched.clear()
-            if actor.waiting:
-                self._resume(actor)  # let its coroutine leave
             self.passivations += 1
 
     def _cancel_call(self, workflow_id: str, run_id: str) -> None:
@@ -179,26 +199,18 @@ class Dispatcher:
             self._quiet.set()
             self._quiet = None
 
-    def _resume(self, actor: WorkflowActor) -> None:
-        actor.waiting = False
-        self._busy()
-        actor.wake.set()
-
     def task_finished(self, job: Job, done: TaskDone | None) -> None:
-        """A pool's report: a result enters the reserved lane; a cancelled call just leaves."""
+        """A pool's report: a result enters the mailbox; a cancelled call just leaves."""
         actor = self.actors.get(job.workflow_id)
         if actor is not None:
             actor.inflight.discard(job.run.id)
         if done is not None:
             self.deliver(job.workflow_id, done)
         elif actor is not None:
-            if actor.waiting and not actor.inflight:
-                self._resume(actor)  # its last call was cancelled: let it leave
-            elif not actor.running:
-                self._maybe_passivate(actor)
+            self._maybe_passivate(actor)
 
     async def wait_quiet(self) -> None:
-        """Wait until no actor is running a turn."""
+        """Wait until no actor has a turn committing or its state loading."""
         while self._running:
             if self._quiet is None:
                 self._quiet = anyio.Event()
@@ -210,38 +222,37 @@ class Dispatcher:
         return actor.state if actor is not None else None
 
     # turns -----------------------------------------------------------------
-    async def _run(self, actor: WorkflowActor) -> None:
-        try:
-            while True:
-                await self._drain(actor)
-                if not actor.inflight or not self.accept_dispatch:
-                    break
-                # Calls are in flight: wait for their results instead of leaving and being respawned.
-                actor.wake = anyio.Event()
-                actor.waiting = True
-                self._idle()
-                await actor.wake.wait()
-        finally:
-            if actor.waiting:
-                actor.waiting = False
-            else:
-                self._idle()
-            actor.running = False
+    def _step(self, actor: WorkflowActor) -> None:
+        """Run the idle actor's next turn now, loading its state first if it has none."""
+        if not actor.mailbox:
             self._maybe_passivate(actor)
+        elif actor.state is None:
+            actor.loading = True
+            self._busy()
+            self._tg.start_soon(self._load, actor, name=f"load {actor.workflow_id}")
+        else:
+            self._turn(actor, actor.state)
 
-    async def _drain(self, actor: WorkflowActor) -> None:
-        """Run turns until the mailbox is empty."""
-        failures = 0
+    async def _load(self, actor: WorkflowActor) -> None:
+        try:
+            loaded = await self._store.load(actor.workflow_id)
+        finally:
+            actor.loading = False
+            self._idle()
+        actor.loads += 1
+        if self.actors.get(actor.workflow_id) is not actor:
+            return  # dropped while loading (its shard was lost)
+        if loaded is None:
+            log.warning("messages for unknown workflow %s dropped", actor.workflow_id)
+            actor.mailbox.clear()
+            self._maybe_passivate(actor)
+            return
+        actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
+        self._step(actor)
+
+    def _turn(self, actor: WorkflowActor, state: WorkflowState) -> None:
+        """Fold the mailbox into one turn and queue it for the group commit; act when it commits."""
         while actor.mailbox:
-            if actor.state is None:
-                loaded = await self._store.load(actor.workflow_id)
-                actor.loads += 1
-                if loaded is None:
-                    log.warning("messages for unknown workflow %s dropped", actor.workflow_id)
-                    actor.mailbox.clear()
-                    break
-                actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
-            state = actor.state
             batch = [actor.mailbox.popleft() for _ in range(min(self._batch, len(actor.mailbox)))]
             turn = Turn(state, self._clock())
             for message in batch:
@@ -249,28 +260,46 @@ class Dispatcher:
             t = turn.t
             self.turns += 1
             self.messages += len(batch)
-            if not t.empty:
-                try:
-                    await self._store.write(t)
-                except LeaseLostError:
-                    log.warning("workflow %s: shard lease lost; its new owner continues", actor.workflow_id)
-                    actor.mailbox.clear()
-                    actor.state = None
-                    break
-                except ConcurrencyError:
-                    failures += 1
-                    self.reloads += 1
-                    log.warning("turn of %s refused by its fence; reloading", actor.workflow_id)
-                    actor.state = None
-                    if failures > 3:
-                        log.error("workflow %s keeps failing its fence; left to recovery", actor.workflow_id)
-                        actor.mailbox.clear()
-                        break
-                    actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
-                    continue
-                state.apply(t)
-            failures = 0
+            if t.empty:
+                self._after_commit(actor, state, t)  # nothing to write (it may still queue a ParkTask)
+                continue
+            actor.committing = batch
+            self._busy()
+            self._store.enqueue(t, partial(self._committed, actor, state, t))
+            return
+        self._maybe_passivate(actor)
+
+    def _committed(
+        self, actor: WorkflowActor, state: WorkflowState, t: Transition, error: BaseException | None
+    ) -> None:
+        """The group writer's report on an actor's turn: act on it, then run the next turn."""
+        batch = actor.committing
+        actor.committing = None
+        self._idle()
+        if self.actors.get(actor.workflow_id) is not actor:
+            return  # dropped while committing: its shard's new owner continues
+        if error is None:
+            state.apply(t)
+            actor.failures = 0
             self._after_commit(actor, state, t)
+        elif isinstance(error, LeaseLostError):
+            log.warning("workflow %s: shard lease lost; its new owner continues", actor.workflow_id)
+            actor.mailbox.clear()
+            actor.state = None
+        elif isinstance(error, ConcurrencyError):
+            actor.failures += 1
+            self.reloads += 1
+            log.warning("turn of %s refused by its fence; reloading", actor.workflow_id)
+            actor.state = None
+            if actor.failures > 3:
+                log.error("workflow %s keeps failing its fence; left to recovery", actor.workflow_id)
+                actor.mailbox.clear()
+                actor.failures = 0
+            elif batch is not None:
+                actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
+        else:
+            raise error  # the database failed: the engine stops with it
+        self._step(actor)
 
     def _after_commit(self, actor: WorkflowActor, state: WorkflowState, t: Transition) -> None:
         actor.dispatched.difference_update(t.consumed)
@@ -318,7 +347,7 @@ class Dispatcher:
             actor.dispatched.add(run.id)
 
     def _maybe_passivate(self, actor: WorkflowActor) -> None:
-        if actor.running or actor.mailbox or actor.inflight:
+        if actor.busy or actor.mailbox or actor.inflight:
             return
         if self.actors.get(actor.workflow_id) is actor:
             del self.actors[actor.workflow_id]

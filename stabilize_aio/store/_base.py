@@ -89,12 +89,17 @@ def shard_of(workflow_id: str) -> int:
     return zlib.crc32(workflow_id.encode()) % SHARDS
 
 
-class _Pending:
-    __slots__ = ("done", "error", "op")
+#: Called by the group writer right after an op's group committed (None) or failed (the error).
+Then = Callable[[BaseException | None], None]
 
-    def __init__(self, op: Op, done: anyio.Event) -> None:
+
+class _Pending:
+    __slots__ = ("done", "error", "op", "then")
+
+    def __init__(self, op: Op, done: anyio.Event, then: Then | None = None) -> None:
         self.op = op
         self.done = done  # shared by every op of the writer's round
+        self.then = then
         self.error: BaseException | None = None
 
 
@@ -140,12 +145,26 @@ class Store(ABC):
         if pending.error is not None:
             raise pending.error
 
+    def enqueue(self, op: Op, then: Then) -> None:
+        """Queue ``op`` for the next group commit without waiting for it.
+
+        ``then(error)`` is called in the writer's task as soon as the op's group
+        has committed (``error`` is None) or failed (a ConcurrencyError for a
+        failed fence, a StoreError for a failed database). It must not block;
+        it may enqueue further ops (they go into the next round). This is how
+        actors commit: no task waits per turn, and the writer acts on every
+        committed turn of a group in one pass.
+        """
+        self._queue.append(_Pending(op, self._round, then))
+        self._wake.set()
+
     async def run_writer(self) -> None:
         """The group writer loop; runs in the engine's task group until cancelled.
 
         Each round takes everything queued, commits it in groups of at most
-        ``max_group`` ops (one transaction each), then wakes all its callers
-        with one event.
+        ``max_group`` ops (one transaction each), calls the ``then`` of each
+        enqueued op right after its group, and at the end wakes all the
+        round's awaiting callers with one event.
         """
         while True:
             if not self._queue:
@@ -161,6 +180,9 @@ class Store(ABC):
                     group = taken[start : start + self.max_group]
                     self.largest_group = max(self.largest_group, len(group))
                     await self._commit_group(group)
+                    for p in group:
+                        if p.then is not None:
+                            p.then(p.error)
             self._committing = None
             done.set()
 
