@@ -282,7 +282,7 @@ class Turn:
                 kind=kind,
                 at=self.now,
                 stage=self.spec(stage).ref_id if stage is not None else None,
-                status=status.value if status is not None else None,
+                status=status._value_ if status is not None else None,
                 attempt=run.attempt if run is not None else None,
             )
         )

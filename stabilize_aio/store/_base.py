@@ -353,27 +353,34 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
     for item in ops:
         op: Transition
         if isinstance(item, NewWorkflow):
-            r = item.record
+            # The start turn committed with the insert is folded into it: the rows go in
+            # as the turn leaves them (no UPDATE of rows inserted a moment before).
+            begin = item.begin
+            r = item.record if begin is None or begin.workflow is None else begin.workflow
             out["wf_insert"].append(
-                (r.id, r.application, r.name, r.status.value, r.version, r.created_at, r.ended_at, enc(r))
+                (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
             )
-            for spec, run in zip(item.specs, item.runs, strict=True):
+            changed = begin.stages if begin is not None else {}
+            for spec, initial in zip(item.specs, item.runs, strict=True):
+                run = changed.get(spec.index, initial)
                 out["stage_insert"].append(
-                    (r.id, spec.index, spec.ref_id, run.status.value, run.version, enc(spec), enc(run))
+                    (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
                 )
             if item.start is not None:
                 out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
-            if item.begin is None:
+            if begin is None:
                 continue
-            op = item.begin  # its updates apply to the rows just inserted, in the same transaction
+            if begin.consumed or begin.discarded:
+                raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
+            op = msgspec.structs.replace(begin, workflow=None, stages={})  # its rows and events remain
         else:
             op = item
         wid = op.workflow_id
         if op.workflow is not None:
             r = op.workflow
-            out["wf_update"].append((r.status.value, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
+            out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
         for idx, run in op.stages.items():
-            out["stage_update"].append((run.status.value, run.version, enc(run), wid, idx, _base_version(op, idx)))
+            out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
         for mid in op.consumed:
             out["outbox_delete"].append((wid, mid))
         for mid in op.discarded:
