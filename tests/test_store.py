@@ -8,6 +8,7 @@ the test), through the ``store_factory`` parameters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -116,6 +117,53 @@ async def test_a_failed_fence_refuses_only_the_offending_turn(store_factory: Sto
         w.record.status for w in loaded if w is not None
     ]
     assert replayed >= 1
+
+
+async def test_enqueued_turns_report_back_after_their_group_commits(store_factory: StoreFactory) -> None:
+    """enqueue() never waits: each op's callback runs once its group is durable, with the fence's verdict."""
+    states = [new_workflow(f"wf-{i}") for i in range(4)]
+    async with opened(store_factory) as store:
+        for _, op in states:
+            await store.write(op)
+        turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
+        turns[1] = msgspec.structs.replace(turns[1], base_workflow_version=7)  # stale: refused
+        reports: dict[int, BaseException | None] = {}
+        seen_committed: dict[int, WorkflowStatus | None] = {}
+        all_reported = anyio.Event()
+
+        def then(i: int, error: BaseException | None) -> None:
+            reports[i] = error
+            if len(reports) == len(turns):
+                all_reported.set()
+
+        for i, t in enumerate(turns):
+            store.enqueue(t, functools.partial(then, i))
+        assert {} == reports  # nothing is reported before the writer has committed
+        with anyio.fail_after(10):
+            await all_reported.wait()
+        for i in range(4):
+            loaded = await store.load(f"wf-{i}")
+            seen_committed[i] = loaded.record.status if loaded is not None else None
+    assert [None, ConcurrencyError, None, None] == [None if reports[i] is None else type(reports[i]) for i in range(4)]
+    assert {0: S.RUNNING, 1: S.NOT_STARTED, 2: S.RUNNING, 3: S.RUNNING} == seen_committed
+
+
+async def test_a_start_turn_committed_with_its_insert_lands_as_the_turn_left_it(store_factory: StoreFactory) -> None:
+    """Submit's insert with its start turn folded in stores the started rows, its RunTasks and its events."""
+    state, _ = new_workflow("wf-1", "a", "b")
+    t = handle(state, StartWorkflow(), 5.0)
+    t = msgspec.structs.replace(t, consumed=[])  # submit's start turn has no start row to consume
+    op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=t)
+    async with opened(store_factory) as store:
+        await store.write(op)
+        loaded = await store.load("wf-1")
+        pending = await store.pending_messages()
+        events = await store.events("wf-1")
+    assert loaded is not None
+    assert t.workflow == loaded.record
+    assert [t.stages.get(i, run) for i, run in enumerate(state.runs)] == loaded.runs
+    assert sorted(m.id for m in t.emitted) == sorted(m.id for _, m in pending)
+    assert [e.key for e in t.events] == [e.key for e in events]
 
 
 async def test_consuming_a_row_twice_is_refused(store_factory: StoreFactory) -> None:
