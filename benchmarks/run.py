@@ -194,7 +194,8 @@ def headline(r: dict[str, Any]) -> tuple[str, float | None, bool]:
         return (f"{fmt(r['wall_s'], 2)} s", r["wall_s"], False)
     if w == "W4":
         return (
-            f"parked RSS {fmt(r['parked_rss_mib'], 0)} MiB, submit {fmt(r['submit_s'], 1)} s, "
+            f"parked RSS {fmt(r['parked_rss_mib'], 0)} MiB (peak {fmt(r.get('peak_rss_mib'), 0)}), "
+            f"submit {fmt(r['submit_s'], 1)} s, "
             f"wake→done {fmt(r['wake_to_done_s'], 1)} s",
             r["parked_rss_mib"],
             False,
