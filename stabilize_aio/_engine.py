@@ -310,17 +310,21 @@ class Engine:
         """Redeliver what the outbox holds (of the given shards): it is all pending work.
 
         ``due_only`` (the safety-net poll) skips rows whose time has not come: the
-        timer heap has those already.
+        timer heap has those already. It also skips the rows of workflows that had
+        a live actor before or after the read: the actor has those rows in hand,
+        and a row it consumed while the read ran would come back stale (harmless,
+        but a reload and a turn per workflow for nothing).
         """
         assert self._timers is not None
+        live = self._dispatcher.actors if self._dispatcher is not None else {}
+        was_live = set(live) if due_only else set()
         rows = await self._store.pending_messages()
         now = time.time()
         count = 0
-        live = self._dispatcher.actors if self._dispatcher is not None else {}
         for workflow_id, message in rows:
             if shards is not None and shard_of(workflow_id) not in shards:
                 continue
-            if due_only and workflow_id in live:
+            if due_only and (workflow_id in live or workflow_id in was_live):
                 continue  # a live actor already has this workflow's rows in hand
             count += 1
             if not (due_only and self._is_future(message, now)):
