@@ -319,12 +319,14 @@ class Engine:
         live = self._dispatcher.actors if self._dispatcher is not None else {}
         was_live = set(live) if due_only else set()
         rows = await self._store.pending_messages()
+        if due_only:
+            was_live.update(live)  # and those live after it (not those this loop activates)
         now = time.time()
         count = 0
         for workflow_id, message in rows:
             if shards is not None and shard_of(workflow_id) not in shards:
                 continue
-            if due_only and (workflow_id in live or workflow_id in was_live):
+            if due_only and workflow_id in was_live:
                 continue  # a live actor already has this workflow's rows in hand
             count += 1
             if not (due_only and self._is_future(message, now)):

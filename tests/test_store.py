@@ -148,6 +148,31 @@ async def test_enqueued_turns_report_back_after_their_group_commits(store_factor
     assert {0: S.RUNNING, 1: S.NOT_STARTED, 2: S.RUNNING, 3: S.RUNNING} == seen_committed
 
 
+async def test_a_failing_callback_lets_the_round_finish_then_stops_the_writer(store_factory: StoreFactory) -> None:
+    """A callback that raises does not strand the others: every op hears back, waiters wake, then the writer fails."""
+    _, first = new_workflow("wf-1")
+    _, second = new_workflow("wf-2")
+    heard: list[BaseException | None] = []
+    woken = anyio.Event()
+
+    def explode(error: BaseException | None) -> None:
+        raise RuntimeError("a bug in a callback")
+
+    def record(error: BaseException | None) -> None:
+        heard.append(error)
+        woken.set()
+
+    with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="a bug in a callback"), flatten_subgroups=True):
+        async with opened(store_factory) as store:
+            store.enqueue(first, explode)
+            store.enqueue(second, record)
+            with anyio.fail_after(10):
+                await woken.wait()
+                await store.flush()  # the round's event was set: a waiter does not hang
+            await anyio.sleep_forever()  # until the writer's failure cancels this block
+    assert [None] == heard
+
+
 async def test_a_start_turn_committed_with_its_insert_lands_as_the_turn_left_it(store_factory: StoreFactory) -> None:
     """Submit's insert with its start turn folded in stores the started rows, its RunTasks and its events."""
     state, _ = new_workflow("wf-1", "a", "b")

@@ -175,6 +175,7 @@ class Store(ABC):
             self._queue.clear()
             done, self._round = self._round, anyio.Event()
             self._committing = done
+            failed: BaseException | None = None  # a callback's exception: raised once the round is done
             with anyio.CancelScope(shield=True):
                 for start in range(0, len(taken), self.max_group):
                     group = taken[start : start + self.max_group]
@@ -182,9 +183,14 @@ class Store(ABC):
                     await self._commit_group(group)
                     for p in group:
                         if p.then is not None:
-                            p.then(p.error)
+                            try:
+                                p.then(p.error)
+                            except Exception as exc:  # every other op still hears back, every caller wakes
+                                failed = failed or exc
             self._committing = None
             done.set()
+            if failed is not None:
+                raise failed
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
