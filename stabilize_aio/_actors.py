@@ -148,25 +148,27 @@ class Dispatcher:
         """
         if not self._owns(workflow_id):
             return
-        actor = self.actors.get(workflow_id)
-        if actor is None:
-            actor = self.actors[workflow_id] = WorkflowActor(workflow_id, state)
-            self.activations += 1
-        elif actor.state is None and state is not None and not actor.loading:
-            actor.state = state
+        actor = self._actor(workflow_id, state)
         actor.mailbox.append(message)
         if not actor.busy:
             self._step(actor)
 
     def adopt(self, state: WorkflowState, t: Transition) -> None:
         """Take a workflow whose first transition was committed by submit, and act on it."""
-        actor = self.actors.get(state.record.id)
-        if actor is None:
-            actor = self.actors[state.record.id] = WorkflowActor(state.record.id, state)
-            self.activations += 1
+        actor = self._actor(state.record.id, state)
         self._after_commit(actor, state, t)
         if not actor.busy:
             self._step(actor)  # e.g. a ParkTask for a task type this engine lacks; else it passivates
+
+    def _actor(self, workflow_id: str, state: WorkflowState | None) -> WorkflowActor:
+        """The workflow's actor, activated if needed; a known state is handed to one that has none yet."""
+        actor = self.actors.get(workflow_id)
+        if actor is None:
+            actor = self.actors[workflow_id] = WorkflowActor(workflow_id, state)
+            self.activations += 1
+        elif actor.state is None and state is not None and not actor.loading:
+            actor.state = state
+        return actor
 
     def drop(self, lost: Callable[[str], bool]) -> None:
         """Forget the actors of workflows this process no longer owns, and cancel their calls.

@@ -51,6 +51,22 @@ def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:
     return state, op
 
 
+async def start_turns(store: Store, count: int, *, stale: int) -> list[Transition]:
+    """Insert ``count`` workflows; return their start turns, the one at ``stale`` fenced on an unwritten version."""
+    states = [new_workflow(f"wf-{i}") for i in range(count)]
+    for _, op in states:
+        await store.write(op)
+    turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
+    turns[stale] = msgspec.structs.replace(turns[stale], base_workflow_version=7)  # the row is at version 0
+    return turns
+
+
+async def statuses_of(store: Store, count: int) -> list[WorkflowStatus | None]:
+    """The stored status of wf-0 .. wf-(count-1), None where missing."""
+    loaded = [await store.load(f"wf-{i}") for i in range(count)]
+    return [w.record.status if w is not None else None for w in loaded]
+
+
 async def test_insert_then_load_round_trips(store_factory: StoreFactory) -> None:
     """A submitted workflow loads back with its record, specs and runs unchanged."""
     state, op = new_workflow("wf-1", "a", "b")
@@ -92,12 +108,8 @@ async def test_concurrent_writes_are_grouped_into_few_commits(store_factory: Sto
 
 async def test_a_failed_fence_refuses_only_the_offending_turn(store_factory: StoreFactory) -> None:
     """A stale turn in a group is refused with ConcurrencyError; the others in the group commit."""
-    states = [new_workflow(f"wf-{i}") for i in range(5)]
     async with opened(store_factory) as store:
-        for _, op in states:
-            await store.write(op)
-        turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
-        stale = msgspec.structs.replace(turns[2], base_workflow_version=7)  # the row is at version 0
+        turns = await start_turns(store, 5, stale=2)
         results: dict[int, str] = {}
 
         async def write(i: int, t: Transition) -> None:
@@ -108,27 +120,20 @@ async def test_a_failed_fence_refuses_only_the_offending_turn(store_factory: Sto
                 results[i] = "refused"
 
         async with anyio.create_task_group() as tg:
-            for i, t in enumerate([*turns[:2], stale, *turns[3:]]):
+            for i, t in enumerate(turns):
                 tg.start_soon(write, i, t)
-        loaded = [await store.load(f"wf-{i}") for i in range(5)]
+        statuses = await statuses_of(store, 5)
         replayed = store.statistics().groups_replayed
     assert {0: "ok", 1: "ok", 2: "refused", 3: "ok", 4: "ok"} == results
-    assert [S.RUNNING, S.RUNNING, S.NOT_STARTED, S.RUNNING, S.RUNNING] == [
-        w.record.status for w in loaded if w is not None
-    ]
+    assert [S.RUNNING, S.RUNNING, S.NOT_STARTED, S.RUNNING, S.RUNNING] == statuses
     assert replayed >= 1
 
 
 async def test_enqueued_turns_report_back_after_their_group_commits(store_factory: StoreFactory) -> None:
     """enqueue() never waits: each op's callback runs once its group is durable, with the fence's verdict."""
-    states = [new_workflow(f"wf-{i}") for i in range(4)]
     async with opened(store_factory) as store:
-        for _, op in states:
-            await store.write(op)
-        turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
-        turns[1] = msgspec.structs.replace(turns[1], base_workflow_version=7)  # stale: refused
+        turns = await start_turns(store, 4, stale=1)
         reports: dict[int, BaseException | None] = {}
-        seen_committed: dict[int, WorkflowStatus | None] = {}
         all_reported = anyio.Event()
 
         def then(i: int, error: BaseException | None) -> None:
@@ -141,11 +146,9 @@ async def test_enqueued_turns_report_back_after_their_group_commits(store_factor
         assert {} == reports  # nothing is reported before the writer has committed
         with anyio.fail_after(10):
             await all_reported.wait()
-        for i in range(4):
-            loaded = await store.load(f"wf-{i}")
-            seen_committed[i] = loaded.record.status if loaded is not None else None
+        statuses = await statuses_of(store, 4)
     assert [None, ConcurrencyError, None, None] == [None if reports[i] is None else type(reports[i]) for i in range(4)]
-    assert {0: S.RUNNING, 1: S.NOT_STARTED, 2: S.RUNNING, 3: S.RUNNING} == seen_committed
+    assert [S.RUNNING, S.NOT_STARTED, S.RUNNING, S.RUNNING] == statuses
 
 
 async def test_a_failing_callback_lets_the_round_finish_then_stops_the_writer(store_factory: StoreFactory) -> None:
