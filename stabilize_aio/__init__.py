@@ -14,6 +14,7 @@ from ._engine import WorkflowRun as WorkflowRun
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
 from ._errors import CycleError as CycleError
+from ._errors import DataError as DataError
 from ._errors import DatabaseLockedError as DatabaseLockedError
 from ._errors import DefinitionError as DefinitionError
 from ._errors import DuplicateStageError as DuplicateStageError
@@ -21,6 +22,7 @@ from ._errors import EmptyWorkflowError as EmptyWorkflowError
 from ._errors import EncodingError as EncodingError
 from ._errors import EngineStateError as EngineStateError
 from ._errors import ForeignDatabaseError as ForeignDatabaseError
+from ._errors import InvalidIdError as InvalidIdError
 from ._errors import LeaseLostError as LeaseLostError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import SchemaTooNewError as SchemaTooNewError
@@ -78,10 +80,12 @@ __all__ = (
     "CycleError",
     "UnknownTaskError",
     "EncodingError",
+    "InvalidIdError",
     "RegistrationError",
     "EngineStateError",
     "WorkflowNotFound",
     "StoreError",
+    "DataError",
     "DatabaseLockedError",
     "CorruptDatabaseError",
     "ForeignDatabaseError",

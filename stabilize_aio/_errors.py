@@ -10,10 +10,12 @@ Every error the engine raises derives from :class:`StabilizeError`::
     │   ├── CycleError
     │   ├── UnknownTaskError
     │   └── EncodingError            a context or input msgspec cannot encode
+    ├── InvalidIdError               a workflow id that is not 1-255 UTF-8 bytes of printable text (also a ValueError)
     ├── RegistrationError            a task registered twice, or after start
     ├── EngineStateError             misuse of the lifecycle (stopped engine, not started…)
     ├── WorkflowNotFound
     ├── StoreError                   the database (driver errors are chained with ``from``)
+    │   ├── DataError                the database refused one op's data (too big, a limit): local to its workflow
     │   ├── DatabaseLockedError      another engine runs on this SQLite file
     │   ├── CorruptDatabaseError     not a database, or a damaged one
     │   ├── ForeignDatabaseError     a database that is not ours
@@ -68,6 +70,10 @@ class EncodingError(DefinitionError):
     """A context, input or output that msgspec cannot encode."""
 
 
+class InvalidIdError(StabilizeError, ValueError):
+    """A workflow (or schedule) id that is not a ``str`` of 1-255 UTF-8 bytes without NUL or control characters."""
+
+
 class RegistrationError(StabilizeError):
     """A task registration is invalid (duplicate name, bad options, after start)."""
 
@@ -86,6 +92,16 @@ class WorkflowNotFound(StabilizeError):  # noqa: N818 - the public name is fixed
 
 class StoreError(StabilizeError):
     """The database failed or holds something we cannot use."""
+
+
+class DataError(StoreError):
+    """The database refused the data of a write (a value too big, a limit, a bad byte), not the database itself.
+
+    The group writer replays a group that fails with it op by op: an op that
+    fails alone again fails only its own workflow; the others commit.
+    Busy or locked databases, serialization failures, lost connections and a
+    full disk are never a DataError.
+    """
 
 
 class DatabaseLockedError(StoreError):

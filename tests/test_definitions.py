@@ -74,10 +74,12 @@ EXPECTED_ALL = (
     "CycleError",
     "UnknownTaskError",
     "EncodingError",
+    "InvalidIdError",
     "RegistrationError",
     "EngineStateError",
     "WorkflowNotFound",
     "StoreError",
+    "DataError",
     "DatabaseLockedError",
     "CorruptDatabaseError",
     "ForeignDatabaseError",
@@ -692,7 +694,7 @@ def test_every_public_error_is_a_stabilize_error() -> None:
     definition = {"EmptyWorkflowError", "DuplicateStageError", "UnknownRequisiteError", "CycleError"}
     definition |= {"UnknownTaskError", "EncodingError"}
     store = {"DatabaseLockedError", "CorruptDatabaseError", "ForeignDatabaseError", "SchemaTooNewError"}
-    store |= {"ConcurrencyError"}
+    store |= {"ConcurrencyError", "DataError"}
     assert definition == {n for n, c in errors.items() if c.__base__ is DefinitionError}
     assert store == {n for n, c in errors.items() if c.__base__ is stabilize_aio.StoreError}
     assert re.fullmatch(r"\d+\.\d+\.\d+", stabilize_aio.__version__)
