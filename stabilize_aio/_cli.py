@@ -22,7 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a small pipeline on embedded SQLite and show it")
     demo.add_argument("--db", default="stabilize-demo.db", help="the SQLite file (default: %(default)s)")
-    demo.add_argument("--workflows", type=int, default=3, help="how many runs to submit")
+    demo.add_argument(
+        "--workflows",
+        type=_workflow_count,
+        default=3,
+        help=f"how many runs to submit, 1 to {_demo.MAX_WORKFLOWS:,} (default: %(default)s)",
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="show the engine's logs")
     db = sub.add_parser("db", help="manage the database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser(
@@ -50,6 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {"lease": args.lease, "heartbeat": args.heartbeat, "poll_interval": args.poll}
         return anyio.run(run_worker, args.url, args.app, args.grace, options)
     return 2  # pragma: no cover - argparse rejects other commands
+
+
+def _workflow_count(text: str) -> int:
+    """``--workflows``: a whole number from 1 to the demo's maximum, else argparse's usage error."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= _demo.MAX_WORKFLOWS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_demo.MAX_WORKFLOWS:,}, not {count}")
+    return count
 
 
 async def _upgrade(url: str) -> int:
