@@ -4,10 +4,13 @@
 
 Settings (stated so the comparison is fair): one engine process on an SQLite
 file in WAL mode with ``synchronous=FULL`` (an fsync per group commit, the
-engine's default); task concurrency 1,000 per task type; workflows are
-submitted concurrently (at most 1,000 submits in flight) and awaited with
-``run.wait``; no polling interval is involved anywhere except W4's own 30 s
-``running`` poll, which is part of the workload.
+engine's default); task concurrency 1,000 per task type; W1 and W2 submit their
+workflows as ``--submit`` says, the same two ways the DBOS runner can start them:
+``concurrent`` (the default: every submit in a task of its own, at most 1,000 in
+flight, each then awaits its run with ``run.wait``) or ``sequential`` (each
+``submit`` awaited before the next, then every run awaited together); no polling
+interval is involved anywhere except W4's own 30 s ``running`` poll, which is
+part of the workload.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowRun, WorkflowStatus
 from stabilize_aio._membership import LeaseKeeper
 from stabilize_aio.store._base import SHARDS
 
@@ -35,6 +38,7 @@ CONCURRENCY = 1_000
 URL: str | None = None  # --url: run on this database (PostgreSQL) instead of a fresh SQLite file
 ENGINES = 1  # --engines: how many engine processes share the database (W6)
 START_AT: float | None = None  # --start-at: the wall-clock time every process starts submitting (W6)
+SUBMIT = "concurrent"  # --submit: how run_many submits (W1, W2 and W6)
 
 
 def engine_for(workdir: Path, name: str) -> Engine:
@@ -77,23 +81,33 @@ def chain3() -> Workflow:
 
 
 async def run_many(engine: Engine, workflows: list[Workflow], cap: float) -> tuple[int, float]:
-    """Submit all concurrently (bounded), wait for each; returns (succeeded, wall seconds)."""
-    limiter = anyio.CapacityLimiter(1_000)
+    """Submit all (as SUBMIT says), wait for each; returns (succeeded, wall seconds)."""
     done = 0
     start = time.perf_counter()
 
-    async def one(wf: Workflow) -> None:
+    async def settle(run: WorkflowRun) -> None:
         nonlocal done
-        async with limiter:
-            run = await engine.submit(wf)
         view = await run.wait()
         if view.status is WorkflowStatus.SUCCEEDED:
             done += 1
 
     with anyio.move_on_after(cap):
-        async with anyio.create_task_group() as tg:
-            for wf in workflows:
-                tg.start_soon(one, wf)
+        if SUBMIT == "sequential":  # each submit awaited before the next, then every run
+            runs = [await engine.submit(wf) for wf in workflows]
+            async with anyio.create_task_group() as tg:
+                for run in runs:
+                    tg.start_soon(settle, run)
+        else:  # concurrent: a task per workflow, at most 1,000 submits in flight
+            limiter = anyio.CapacityLimiter(1_000)
+
+            async def one(wf: Workflow) -> None:
+                async with limiter:
+                    run = await engine.submit(wf)
+                await settle(run)
+
+            async with anyio.create_task_group() as tg:
+                for wf in workflows:
+                    tg.start_soon(one, wf)
     return done, time.perf_counter() - start
 
 
@@ -295,9 +309,15 @@ def main() -> int:
     parser.add_argument("--url", default=None, help="run W1/W2 on this database (PostgreSQL) instead of SQLite")
     parser.add_argument("--engines", type=int, default=1, help="engine processes sharing --url (W6)")
     parser.add_argument("--start-at", type=float, default=None, help="wall-clock time to start submitting")
+    parser.add_argument(
+        "--submit",
+        choices=["concurrent", "sequential"],
+        default="concurrent",
+        help="how W1 and W2 submit their workflows (default: %(default)s)",
+    )
     args = parser.parse_args()
-    global URL, ENGINES, START_AT
-    URL, ENGINES, START_AT = args.url, args.engines, args.start_at
+    global URL, ENGINES, START_AT, SUBMIT
+    URL, ENGINES, START_AT, SUBMIT = args.url, args.engines, args.start_at, args.submit
     jobs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
         "W1": lambda: w1(args.workdir, args.size, args.cap),
         "W2": lambda: w2(args.workdir, args.size, args.cap),
@@ -309,6 +329,8 @@ def main() -> int:
     t0 = time.perf_counter()
     result = anyio.run(jobs[args.workload])
     result.setdefault("wall_s", time.perf_counter() - t0)
+    if args.workload in ("W1", "W2"):
+        result["submit"] = args.submit
     result.update(
         system="stabilize_aio",
         workload=args.workload,
@@ -317,7 +339,8 @@ def main() -> int:
             f"{args.engines} process(es) on PostgreSQL, leases 5 s / heartbeat 0.25 s, concurrency 1000/task type"
             if args.url
             else "1 process, SQLite WAL synchronous=FULL, concurrency 1000/task type, no polling"
-        ),
+        )
+        + (f", {args.submit} submits" if args.workload in ("W1", "W2") else ""),
         python=sys.version.split()[0],
         pid=os.getpid(),
     )

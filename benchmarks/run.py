@@ -9,6 +9,13 @@ threads), with its own interpreter when it needs its own virtual environment.
 Peers too slow for the full size run a smaller size under a time cap; their
 figures are rates, so the ratio column compares rates (or wall times of the
 same size where both ran it).
+
+W1 and W2 run in two submission modes, shown in the `submit` column:
+`concurrent` (a task per workflow, at most 1,000 submits in flight, each then
+awaiting its result) and `sequential` (each submit awaited before the next,
+then every result). stabilize_aio and DBOS run both; stabilize only
+`sequential` (its `Orchestrator.start` blocks). A ratio is computed only
+between rows of the same workload and mode.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class Job:
     size: int
     cap: float
     extra: tuple[str, ...] = ()
+    submit: str = ""  # W1/W2: "concurrent" or "sequential" (the runner's --submit)
 
 
 def interpreter(system: str) -> str:
@@ -51,18 +59,21 @@ RUNNERS = {
 }
 
 
+MODES = ("concurrent", "sequential")
+
+
 def plan(quick: bool, peers: bool) -> list[Job]:
     if quick:
         return [
-            Job("stabilize_aio", "W1", 100, 30),
-            Job("stabilize_aio", "W2", 20, 30),
+            *(Job("stabilize_aio", "W1", 100, 30, submit=mode) for mode in MODES),
+            *(Job("stabilize_aio", "W2", 20, 30, submit=mode) for mode in MODES),
             Job("stabilize_aio", "W3", 100, 30),
             Job("stabilize_aio", "W4", 1_000, 30, ("--poll", "1")),
             Job("stabilize_aio", "W5", 50, 30),
         ]
     jobs = [
-        Job("stabilize_aio", "W1", 500, 120),
-        Job("stabilize_aio", "W2", 200, 120),
+        *(Job("stabilize_aio", "W1", 500, 120, submit=mode) for mode in MODES),
+        *(Job("stabilize_aio", "W2", 200, 120, submit=mode) for mode in MODES),
         Job("stabilize_aio", "W3", 1_000, 120),
         Job("stabilize_aio", "W4", 100_000, 240, ("--poll", "30")),
         Job("stabilize_aio", "W5", 500, 60),
@@ -70,12 +81,12 @@ def plan(quick: bool, peers: bool) -> list[Job]:
     ]
     if peers:
         jobs += [
-            Job("dbos", "W1", 500, 120),
-            Job("dbos", "W2", 200, 120),
+            *(Job("dbos", "W1", 500, 120, submit=mode) for mode in MODES),
+            *(Job("dbos", "W2", 200, 120, submit=mode) for mode in MODES),
             Job("dbos", "W3", 1_000, 120),
             Job("dbos", "W5", 200, 60),
-            Job("stabilize", "W1", 20, 90),
-            Job("stabilize", "W2", 5, 90),
+            Job("stabilize", "W1", 20, 90, submit="sequential"),
+            Job("stabilize", "W2", 5, 90, submit="sequential"),
             Job("stabilize", "W3", 50, 120),
             Job("stabilize", "W5", 20, 90),
         ]
@@ -95,18 +106,22 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
         "--workdir",
         str(workdir / job.system),
         *job.extra,
+        *(("--submit", job.submit) if job.submit else ()),
     ]
     started = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=job.cap + 120, check=False)
     except subprocess.TimeoutExpired:
-        return {"system": job.system, "workload": job.workload, "error": f"no answer within {job.cap + 120:.0f}s"}
+        error = f"no answer within {job.cap + 120:.0f}s"
+        return {"system": job.system, "workload": job.workload, "submit": job.submit, "error": error}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"system": job.system, "workload": job.workload, "error": " / ".join(tail) or f"exit {done.returncode}"}
+        error = " / ".join(tail) or f"exit {done.returncode}"
+        return {"system": job.system, "workload": job.workload, "submit": job.submit, "error": error}
     result: dict[str, Any] = json.loads(lines[-1])
     result.setdefault("size", job.size)
+    result.setdefault("submit", job.submit)
     result["process_s"] = time.perf_counter() - started
     return result
 
@@ -165,6 +180,7 @@ def run_w6(workload: str, size: int, engines: int, cap: float) -> dict[str, Any]
         "wall_s": wall,
         "stages_per_s": stages * completed / wall,
         "workflows_per_s": completed / wall,
+        "submit": parts[0].get("submit", ""),
         "settings": parts[0]["settings"],
     }
 
@@ -225,14 +241,20 @@ def ratio(ours: dict[str, Any] | None, theirs: dict[str, Any]) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    ours = {r["workload"]: r for r in results if r["system"] == "stabilize_aio"}
-    rows = ["| workload | system | size | result | stabilize_aio is |", "|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r["workload"], r["system"] != "stabilize_aio", r["system"])):
+    """One row per result; a peer's ratio is against stabilize_aio's row of the same workload and submit mode."""
+    ours = {(r["workload"], r.get("submit", "")): r for r in results if r["system"] == "stabilize_aio"}
+    rows = ["| workload | submit | system | size | result | stabilize_aio is |", "|---|---|---|---|---|---|"]
+
+    def order(r: dict[str, Any]) -> tuple[str, str, bool, str]:
+        return r["workload"], r.get("submit", ""), r["system"] != "stabilize_aio", r["system"]
+
+    for r in sorted(results, key=order):
         text, _, _ = headline(r)
         capped = " (capped)" if r.get("capped") else ""
-        rel = "" if r["system"] == "stabilize_aio" else ratio(ours.get(r["workload"]), r)
+        submit = r.get("submit", "")
+        rel = "" if r["system"] == "stabilize_aio" else ratio(ours.get((r["workload"], submit)), r)
         size = f"{fmt(r.get('completed'))}/{fmt(r.get('size'))}{capped}"
-        rows.append(f"| {r['workload']} | {r['system']} | {size} | {text} | {rel} |")
+        rows.append(f"| {r['workload']} | {submit} | {r['system']} | {size} | {text} | {rel} |")
     return "\n".join(rows)
 
 

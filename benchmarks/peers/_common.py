@@ -11,15 +11,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+#: How W1 and W2 submit their workflows (run.py runs both where a system has both):
+#: "concurrent": every submit in a task of its own, at most CONCURRENT_SUBMITS in flight, each then
+#: awaits its result; "sequential": each submit awaited before the next, then all results awaited.
+SUBMIT_MODES = ("concurrent", "sequential")
+CONCURRENT_SUBMITS = 1_000
 
-def runner_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every runner takes; a runner adds its own settings."""
+
+def runner_parser(description: str, submit_modes: tuple[str, ...] = SUBMIT_MODES) -> argparse.ArgumentParser:
+    """The arguments every runner takes; a runner adds its own settings.
+
+    ``submit_modes`` are the ``--submit`` modes the runner can do, its default first.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W5"])
     parser.add_argument("--size", required=True, type=int, help="workflows (W1, W2, W5) or parallel stages (W3)")
     parser.add_argument("--cap", required=True, type=float, help="seconds; stop and report rates when reached")
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument(
+        "--submit",
+        choices=submit_modes,
+        default=submit_modes[0],
+        help="how W1 and W2 submit their workflows (default: %(default)s); W3 is one workflow, W5 one at a time",
+    )
     return parser
 
 

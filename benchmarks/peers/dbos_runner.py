@@ -17,6 +17,10 @@ supports for async steps since dbos-transact-py PR #559 (each step still gets it
   front with ``DBOS.start_workflow_async``.
 * W2 I/O pipeline: ``size`` workflows ``a; gather(b1..b8); c``, every step ``await
   asyncio.sleep(0.05)`` (plain asyncio I/O, not ``DBOS.sleep``, which is a durable timer).
+* How W1 and W2 start their workflows (``--submit``), as stabilize_aio's runner submits them:
+  ``sequential`` (the default) awaits each ``DBOS.start_workflow_async`` before the next, then
+  awaits every handle's result together; ``concurrent`` gathers one coroutine per workflow, each
+  starting its workflow (at most 1,000 starts in flight) and then awaiting its handle's result.
 * W3 wide fan-out: one workflow ``root; gather(size steps of asyncio.sleep(0.1)); join``.
 * W5 latency: ``size`` workflows of two no-op steps, started one at a time, each after the previous
   one's result: submit (the ``start_workflow_async`` call) -> first step's body starts, and first
@@ -53,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _common import latency_figures, runner_parser, stdout_to_stderr
+from _common import CONCURRENT_SUBMITS, latency_figures, runner_parser, stdout_to_stderr
 from dbos import DBOS
 
 SYSTEM = "dbos"
@@ -115,7 +119,7 @@ async def fan_out_workflow(wf: str, width: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = runner_parser(__doc__.splitlines()[0])
+    parser = runner_parser(__doc__.splitlines()[0], submit_modes=("sequential", "concurrent"))
     args = parser.parse_args(argv)
     if args.size < 1 or args.cap <= 0:
         parser.error("--size and --cap must be positive")
@@ -146,6 +150,8 @@ async def run(args: argparse.Namespace, db: Path) -> dict[str, Any]:
         "limit; parallel stages via asyncio.gather of steps), default pool (20) and executor; "
         f"SQLite WAL synchronous={args.synchronous}"
     )
+    if args.workload in ("W1", "W2"):
+        settings += f"; {args.submit} starts"
     result: dict[str, Any] = {"system": SYSTEM, "workload": args.workload, "size": args.size}
 
     t0 = time.perf_counter()
@@ -162,27 +168,45 @@ async def run(args: argparse.Namespace, db: Path) -> dict[str, Any]:
         else:
             completed += 1
 
+    async def start(i: int) -> Any:
+        if args.workload == "W1":
+            return await DBOS.start_workflow_async(chain_workflow, str(i), 3)
+        if args.workload == "W2":
+            return await DBOS.start_workflow_async(diamond_workflow, str(i))
+        return await DBOS.start_workflow_async(fan_out_workflow, "0", args.size)
+
     if args.workload in ("W1", "W2", "W3"):
-        handles = []
         count = 1 if args.workload == "W3" else args.size
-        for i in range(count):
-            if time.perf_counter() >= deadline:
+        if args.submit == "concurrent" and args.workload != "W3":
+            limiter = asyncio.Semaphore(CONCURRENT_SUBMITS)
+
+            async def start_and_settle(i: int) -> None:
+                async with limiter:
+                    handle = await start(i)
+                await settle(handle)
+
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    await asyncio.gather(*(start_and_settle(i) for i in range(count)))
+            except TimeoutError:
                 capped = True
-                break
-            if args.workload == "W1":
-                handles.append(await DBOS.start_workflow_async(chain_workflow, str(i), 3))
-            elif args.workload == "W2":
-                handles.append(await DBOS.start_workflow_async(diamond_workflow, str(i)))
-            else:
-                handles.append(await DBOS.start_workflow_async(fan_out_workflow, "0", args.size))
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                await asyncio.gather(*(settle(h) for h in handles))
-        except TimeoutError:
-            capped = True
+        else:  # sequential: each start awaited before the next, then every result
+            handles = []
+            for i in range(count):
+                if time.perf_counter() >= deadline:
+                    capped = True
+                    break
+                handles.append(await start(i))
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    await asyncio.gather(*(settle(h) for h in handles))
+            except TimeoutError:
+                capped = True
         wall = time.perf_counter() - t0
         stages = len(REC.end)
         result.update(completed=completed, failed=failed, capped=capped, wall_s=round(wall, 4))
+        if args.workload != "W3":
+            result["submit"] = args.submit
         result["stages_completed"] = stages
         result["stages_per_s"] = round(stages / wall, 3)
         if args.workload == "W1":

@@ -15,7 +15,7 @@ file; ``QueueProcessor.start()`` (the thread-pool mode the docs prescribe for pa
 ``Orchestrator.start(workflow)`` to submit.
 
 * W1 overhead: ``size`` workflows, each a chain s0 -> s1 -> s2 of one no-op task, all submitted up
-  front.
+  front, one by one (``Orchestrator.start`` blocks; ``--submit`` takes only ``sequential``).
 * W2 I/O pipeline: ``size`` diamonds a -> b1..b8 -> c; every task does ``time.sleep(0.05)`` (a
   stabilize task is a plain ``def`` run on a worker thread, so blocking I/O is its natural form).
 * W3 wide fan-out: one workflow, root -> ``size`` parallel stages of ``time.sleep(0.1)`` -> join
@@ -93,7 +93,8 @@ class Recorder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = runner_parser(__doc__.splitlines()[0])
+    # Orchestrator.start is a blocking call: workflows are submitted one by one (--submit sequential only).
+    parser = runner_parser(__doc__.splitlines()[0], submit_modes=("sequential",))
     parser.add_argument("--workers", type=int, default=10, help="QueueProcessor max_workers (default 10)")
     args = parser.parse_args(argv)
     if args.size < 1 or args.cap <= 0 or args.workers < 1:
@@ -250,6 +251,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         stages = stages_done()
         result.update(completed=ok, failed=bad, capped=capped or submitted < len(workflows), wall_s=round(wall, 4))
+        if args.workload != "W3":
+            result["submit"] = args.submit
         result["stages_completed"] = stages
         result["tasks_completed"] = len(recorder.end)  # task bodies that returned; a stage completes later
         result["stages_per_s"] = round(stages / wall, 3)
