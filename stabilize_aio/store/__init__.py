@@ -24,9 +24,18 @@ def store_from_url(url: str) -> Store:
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
+        if parsed.netloc:  # sqlite://x.db: the part after '//' is a host, and SQLite has none
+            meant = parsed.netloc + parsed.path
+            raise ValueError(
+                f"{url!r}: an SQLite URL has no host, and {parsed.netloc!r} is read as one; put three slashes"
+                f" before a relative path (sqlite:///{meant}) and four before an absolute one (sqlite:////abs/x.db)"
+            )
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         if not path or path == ":memory:":
-            raise ValueError(f"{url!r}: SQLite needs a file path (':memory:' has no WAL)")
+            raise ValueError(
+                f"{url!r}: SQLite needs a file path: sqlite:///relative.db or sqlite:////abs/path.db"
+                " (':memory:' has no WAL)"
+            )
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
         from ._sqlite import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 

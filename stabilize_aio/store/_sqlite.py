@@ -1,7 +1,10 @@
 """The embedded store: SQLite through aiosqlite, WAL mode, one writer connection.
 
-* An OS lock (``flock`` on ``<file>.lock``) refuses a second running engine on
-  the same file; the kernel frees it the instant the holding process dies.
+* An OS lock (``flock`` on the database file itself) refuses a second running
+  engine on the same file under any of its names (symlinks, hard links); the
+  kernel frees it the instant the holding process dies. Within one process a
+  registry of the open files refuses before touching the file (see
+  :func:`_lock_file`).
 * Before anything is written the file is checked: a corrupt file, a foreign
   SQLite database and one from a newer schema each raise a named error and are
   left byte-identical.
@@ -15,16 +18,19 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio
 
 from .._errors import (
     ConcurrencyError,
     CorruptDatabaseError,
     DatabaseLockedError,
+    DataError,
     ForeignDatabaseError,
     SchemaTooNewError,
     StoreError,
@@ -83,7 +89,7 @@ class SqliteStore(Store):
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.synchronous = synchronous.upper()
-        self._lock_fd: int | None = None
+        self._held: _HeldFile | None = None  # the one-engine lock on the file, while open
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
 
@@ -111,25 +117,12 @@ class SqliteStore(Store):
                 with contextlib.suppress(Exception):
                     await conn.close()
         self._reader = self._writer = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
+        if self._held is not None:
+            _unlock_file(self._held)  # after the connections: closing a descriptor of the file drops their locks
+            self._held = None
 
     def _acquire_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DatabaseLockedError(
-                f"another engine is running on {str(self.path)!r} (pid {holder}); "
-                "one SQLite file takes one running engine"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        self._held = _lock_file(self.path)
 
     async def _check_file(self) -> None:
         """Refuse corrupt, foreign and newer files without writing a byte to them."""
@@ -196,8 +189,8 @@ class SqliteStore(Store):
                     (str(number),),
                 )
                 await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
+            except BaseException as exc:
+                await _rollback(conn, exc)
                 raise
             self.migrations_applied.append(number)
 
@@ -216,13 +209,11 @@ class SqliteStore(Store):
                     if key in _FENCED and cur.rowcount != len(batch):
                         raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
                 await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
+            except BaseException as exc:
+                await _rollback(conn, exc)
                 raise
-        except sqlite3.IntegrityError as exc:
-            raise ConcurrencyError(f"duplicate row: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"SQLite write failed on {str(self.path)!r}: {exc}") from exc
+        except (sqlite3.Error, UnicodeEncodeError, OverflowError, MemoryError) as exc:
+            raise _write_error(self.path, exc) from exc
         self.commits += 1
         self.bytes_written += rows.nbytes
 
@@ -337,6 +328,151 @@ class SqliteStore(Store):
             rows = await self._fetch(f"SELECT COUNT(*) FROM {table}")
             out[table] = int(rows[0][0])
         return out
+
+
+async def _rollback(conn: aiosqlite.Connection, error: BaseException) -> None:
+    """Roll back the transaction ``error`` broke, unless SQLite already has; never raise instead of ``error``.
+
+    On SQLITE_FULL, IOERR, NOMEM and some BUSY errors SQLite rolls the whole
+    transaction back itself, and a ROLLBACK would only fail with "no
+    transaction is active". A rollback that fails is noted on ``error``.
+    """
+    with anyio.CancelScope(shield=True):  # the connection must leave the transaction even when cancelled
+        if not conn.in_transaction:
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            error.add_note(f"and the rollback failed: {exc}")
+
+
+#: Base result codes of errors about the data of a write (a value too big for a limit, a type, a range).
+_DATA_CODES = frozenset({sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE})
+#: Constraint violations that mean "this row is already there": a replayed or concurrent write.
+_DUPLICATE_NAMES = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_ROWID"})
+
+
+def _write_error(path: Path, exc: BaseException) -> StoreError:
+    """The StoreError a failed write raises: ConcurrencyError for a duplicate row, DataError when the
+    database refused the data of the write, a plain StoreError with SQLite's message otherwise (a full
+    disk, I/O, corruption, a read-only file, out of memory, busy, locked...)."""
+    where = str(path)
+    if isinstance(exc, UnicodeEncodeError | OverflowError):  # raised while binding a value: a bad str, a huge int
+        return DataError(f"SQLite refused a value on {where!r}: {exc}")
+    if isinstance(exc, MemoryError):  # how the driver raises SQLITE_NOMEM
+        return StoreError(f"SQLite write failed on {where!r}: out of memory")
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(exc, sqlite3.IntegrityError) and (name is None or name in _DUPLICATE_NAMES):
+        return ConcurrencyError(f"duplicate row: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError) or (code is not None and (code & 0xFF) in _DATA_CODES):
+        return DataError(f"SQLite refused the data of a write on {where!r}: {exc} ({name})")
+    return StoreError(f"SQLite write failed on {where!r}: {exc}")
+
+
+# the one-engine lock -----------------------------------------------------------
+class _HeldFile:
+    """A database file a store of this process holds: its identity, the descriptor holding the flock."""
+
+    __slots__ = ("fd", "key", "path", "strays")
+
+    def __init__(self, key: tuple[int, int], fd: int, path: Path) -> None:
+        self.key = key  # (st_dev, st_ino): the file, whatever its name
+        self.fd = fd
+        self.path = path  # the name it was opened by
+        self.strays: list[int] = []  # descriptors of it another open() made in a race: closed with fd
+
+
+#: The database files stores of this process hold, by (st_dev, st_ino). A second store on any name of
+#: one is refused before it opens the file: closing a descriptor of a file drops every POSIX lock this
+#: process holds on it, and the open store's SQLite connections hold theirs on it all along.
+_HELD: dict[tuple[int, int], _HeldFile] = {}
+_HELD_LOCK = threading.Lock()  # stores may open in several threads' event loops
+
+
+def _lock_file(path: Path) -> _HeldFile:
+    """Take the one-engine lock on the database file ``path`` names, creating the file if missing.
+
+    The lock is ``flock(2)`` on the file itself, so every name of the file (a
+    symlink, a hard link in any directory) leads to the same lock, in any
+    process. It is separate from SQLite's own locks (``fcntl`` byte ranges):
+    never use ``fcntl``/``lockf`` here, whose release would drop them. And as
+    closing *any* descriptor of the file drops this process's ``fcntl`` locks
+    on it, a file a store of this process holds is refused by the registry
+    ``_HELD`` before a descriptor of it is opened.
+
+    Raises:
+        DatabaseLockedError: a store of this process or another process holds the file.
+        StoreError: the file cannot be opened or locked.
+    """
+    with _HELD_LOCK:
+        try:
+            st = os.stat(path)
+        except OSError:
+            pass  # missing (created below), or unreachable (the open below says why)
+        else:
+            _refuse_if_held((st.st_dev, st.st_ino), path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)  # (a FIFO: no hang)
+        except OSError as exc:
+            raise StoreError(f"cannot open {str(path)!r}: {exc.strerror}") from exc
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        held = _HELD.get(key)
+        if held is not None:  # the name was moved onto a held file between stat and open
+            held.strays.append(fd)  # closing it now would drop the holder's SQLite locks
+            raise _locked(path, os.getpid(), held.path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)  # no store of this process holds the file: none of our connections has locks on it
+            if isinstance(exc, BlockingIOError):
+                raise _locked(path, _flock_holder(key), None) from None
+            raise StoreError(f"cannot lock {str(path)!r}: {exc.strerror}") from exc
+        held = _HeldFile(key, fd, path)
+        _HELD[key] = held
+        return held
+
+
+def _unlock_file(held: _HeldFile) -> None:
+    """Release the lock (call after the store's connections are closed)."""
+    with _HELD_LOCK:
+        if _HELD.get(held.key) is held:
+            del _HELD[held.key]
+    for fd in (*held.strays, held.fd):
+        os.close(fd)  # the last descriptor of the flock's open file drops the flock
+
+
+def _refuse_if_held(key: tuple[int, int], path: Path) -> None:
+    held = _HELD.get(key)
+    if held is not None:
+        raise _locked(path, os.getpid(), held.path)
+
+
+def _locked(path: Path, pid: int | None, held_as: Path | None) -> DatabaseLockedError:
+    holder = f"pid {pid}" if pid is not None else "pid unknown"
+    if held_as is not None and held_as != path:
+        holder += f", opened as {str(held_as)!r}"
+    return DatabaseLockedError(
+        f"another engine is running on {str(path)!r} ({holder}); one SQLite file takes one running engine"
+    )
+
+
+def _flock_holder(key: tuple[int, int]) -> int | None:
+    """The pid holding a flock on the file ``key`` identifies, read from /proc/locks (Linux); None if unknown."""
+    dev, ino = key
+    wanted = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "12: FLOCK  ADVISORY  WRITE 4242 fe:00:1474578 0 EOF"; a blocked waiter's line has "->" after "12:"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            return int(fields[4]) or None
+    return None
 
 
 def _statements(sql: str) -> list[str]:
