@@ -14,8 +14,8 @@ from ._engine import WorkflowRun as WorkflowRun
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
 from ._errors import CycleError as CycleError
-from ._errors import DataError as DataError
 from ._errors import DatabaseLockedError as DatabaseLockedError
+from ._errors import DataError as DataError
 from ._errors import DefinitionError as DefinitionError
 from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import EmptyWorkflowError as EmptyWorkflowError

@@ -18,12 +18,20 @@ Nothing ever waits to enter a mailbox (DESIGN rule 9): outside input per
 workflow is bounded by construction (one start row, one idempotent cancel row),
 task results are bounded by the pools' bulkheads, and an actor's own follow-ups
 are folded into its turn. So no cycle of bounded queues can deadlock.
+
+Containment (docs/architecture.md, rule 10): a handler that raises, an illegal
+status change, an undecodable row, a write the database refuses for its data
+(:class:`~stabilize_aio.DataError`), or a turn that keeps failing its fence
+ends *that* workflow TERMINAL (an in-memory :class:`FailWorkflow` turn) with a
+``kind="engine"`` error, an event and an ERROR log line; the engine goes on.
+Only a failure of the database itself stops the engine.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -34,9 +42,22 @@ import anyio
 import anyio.abc
 import msgspec
 
-from . import _handlers
-from ._errors import ConcurrencyError, LeaseLostError
-from ._messages import Durable, Message, ParkTask, RunTask, TaskDone
+from . import _faults, _handlers
+from ._errors import ConcurrencyError, DataError, LeaseLostError
+from ._messages import (
+    CancelWorkflow,
+    Durable,
+    ErrorInfo,
+    FailWorkflow,
+    Message,
+    ParkTask,
+    RunTask,
+    SignalStage,
+    StageTimeout,
+    StartWorkflow,
+    TaskDone,
+    Undecodable,
+)
 from ._pool import Job, TaskPool
 from ._state import Transition, Turn, WorkflowState
 from ._views import StageView
@@ -45,6 +66,13 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger("stabilize_aio.actor")
+
+#: The message classes that are outbox rows: a second delivery of one (same id) is dropped.
+_DURABLE = (StartWorkflow, RunTask, StageTimeout, CancelWorkflow, SignalStage)
+#: How many ids of rows consumed by committed turns an actor remembers to drop late duplicates.
+_RECENT = 256
+#: Turns of one workflow refused by their fence in a row (after reloading) before it is failed.
+_FENCE_FAILURES = 3
 
 
 class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +86,8 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
     turns: int
     messages: int
     reloads: int
+    duplicates: int
+    failed: int
 
 
 class WorkflowActor:
@@ -73,11 +103,15 @@ class WorkflowActor:
     __slots__ = (
         "committing",
         "dispatched",
+        "failing",
         "failures",
+        "ids",
         "inflight",
         "loading",
         "loads",
         "mailbox",
+        "recent",
+        "revalidate",
         "state",
         "workflow_id",
     )
@@ -96,6 +130,13 @@ class WorkflowActor:
         self.loading = False  # its state is being read from the store
         self.failures = 0  # turns refused by their fence in a row
         self.loads = 0
+        #: Ids of the durable messages in the mailbox or in the committing turn (duplicates are dropped).
+        self.ids: set[str] = set()
+        #: Ids of rows consumed or discarded by its committed turns, newest last (late duplicates are dropped).
+        self.recent: dict[str, None] = {}
+        #: After a refused fence: the next load also drops mailbox rows the store no longer has.
+        self.revalidate = False
+        self.failing = False  # a FailWorkflow turn is on its way (if it fails too, the actor gives up)
 
     @property
     def busy(self) -> bool:
@@ -132,6 +173,8 @@ class Dispatcher:
         self._batch = batch
         self.actors: dict[str, WorkflowActor] = {}
         self.activations = self.passivations = self.turns = self.messages = self.reloads = 0
+        self.duplicates = 0  # durable messages dropped by id before they were applied
+        self.failed = 0  # workflows ended TERMINAL by containment
         self._running = 0  # actors with a turn committing or their state loading
         self._quiet: anyio.Event | None = None  # made only while someone waits for quiet
         self.accept_dispatch = True
@@ -149,6 +192,12 @@ class Dispatcher:
         if not self._owns(workflow_id):
             return
         actor = self._actor(workflow_id, state)
+        if isinstance(message, _DURABLE):
+            mid = message.id
+            if mid in actor.ids or mid in actor.recent:
+                self.duplicates += 1
+                return  # a second delivery of a row already in hand or already consumed
+            actor.ids.add(mid)
         actor.mailbox.append(message)
         if not actor.busy:
             self._step(actor)
@@ -180,6 +229,7 @@ class Dispatcher:
         for workflow_id in [w for w in self.actors if lost(w)]:
             actor = self.actors.pop(workflow_id)
             actor.mailbox.clear()
+            actor.ids.clear()
             for run_id in actor.inflight:
                 self._cancel_call(workflow_id, run_id)
             actor.inflight.clear()
@@ -236,33 +286,85 @@ class Dispatcher:
             self._turn(actor, actor.state)
 
     async def _load(self, actor: WorkflowActor) -> None:
+        wid = actor.workflow_id
+        before = list(actor.mailbox) if actor.revalidate else []
+        actor.revalidate = False
         try:
-            loaded = await self._store.load(actor.workflow_id)
+            loaded = await self._store.load(wid)
+            pending = {m.id for m in await self._store.pending_for(wid)} if before else None
         finally:
             actor.loading = False
             self._idle()
         actor.loads += 1
-        if self.actors.get(actor.workflow_id) is not actor:
+        if self.actors.get(wid) is not actor:
             return  # dropped while loading (its shard was lost)
+        if pending is not None:
+            stale = {id(m) for m in before if isinstance(m, _DURABLE) and m.id not in pending}
+            if stale:  # rows already consumed: duplicates that slipped past the ids (their fence failed)
+                self.duplicates += len(stale)
+                kept = [m for m in actor.mailbox if id(m) not in stale]
+                actor.mailbox = deque(kept)
+                actor.ids = {m.id for m in kept if isinstance(m, _DURABLE)}
         if loaded is None:
-            log.warning("messages for unknown workflow %s dropped", actor.workflow_id)
-            actor.mailbox.clear()
-            self._maybe_passivate(actor)
+            self._unknown(actor)
             return
-        actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
+        try:
+            actor.state = WorkflowState(loaded.record, list(loaded.specs), list(loaded.runs))
+        except Exception as exc:  # rows that decode but do not fit together: nothing can run it
+            log.error("workflow %s: its stored state is inconsistent (%r); its messages are dropped", wid, exc)
+            self._forget(actor)
+            return
+        if loaded.damage:
+            what = ", ".join(f"{row.source} {row.key}" for row in loaded.damage)
+            error = ErrorInfo.capped(
+                "UndecodableRow",
+                f"workflow {wid!r}: stored rows could not be decoded ({what}: {loaded.damage[0].error}); "
+                "their bytes were moved to the quarantine table",
+                attempt=0,
+                transient=False,
+                kind="engine",
+            )
+            log.error("%s; it ends TERMINAL", error.message, extra={"workflow_id": wid})
+            actor.failing = True
+            actor.mailbox.appendleft(FailWorkflow(error=error, quarantine=loaded.damage, repair=loaded.repair))
         self._step(actor)
+
+    def _unknown(self, actor: WorkflowActor) -> None:
+        """Messages for a workflow the store does not have: dropped; undecodable rows still move to quarantine."""
+        wid = actor.workflow_id
+        bad = [m for m in actor.mailbox if isinstance(m, Undecodable)]
+        log.warning("%d message(s) for unknown workflow %s dropped", len(actor.mailbox), wid)
+        self._forget(actor)
+        if bad:
+            t = Transition(workflow_id=wid, discarded=[m.id for m in bad], quarantine=[m.row for m in bad])
+            self._store.enqueue(t, partial(_log_failure, wid))
+
+    def _forget(self, actor: WorkflowActor) -> None:
+        """Give up on an actor: drop its mailbox (its rows stay in the store) and let it leave memory."""
+        actor.mailbox.clear()
+        actor.ids.clear()
+        actor.state = None
+        self._maybe_passivate(actor)
 
     def _turn(self, actor: WorkflowActor, state: WorkflowState) -> None:
         """Fold the mailbox into one turn and queue it for the group commit; act when it commits."""
         while actor.mailbox:
             batch = [actor.mailbox.popleft() for _ in range(min(self._batch, len(actor.mailbox)))]
             turn = Turn(state, self._clock())
-            for message in batch:
-                _handlers.apply(turn, message)
+            try:
+                for message in batch:
+                    _handlers.apply(turn, message)
+                if _faults.armed:
+                    _faults.hit("actor.before_commit", actor.workflow_id)
+            except Exception as exc:  # a handler bug or an illegal status change: this workflow fails
+                if not self._contain(actor, exc, "applying its messages"):
+                    return
+                continue
             t = turn.t
             self.turns += 1
             self.messages += len(batch)
             if t.empty:
+                self._settle(actor, batch, t)
                 self._after_commit(actor, state, t)  # nothing to write (it may still queue a ParkTask)
                 continue
             actor.committing = batch
@@ -281,27 +383,90 @@ class Dispatcher:
         if self.actors.get(actor.workflow_id) is not actor:
             return  # dropped while committing: its shard's new owner continues
         if error is None:
-            state.apply(t)
-            actor.failures = 0
-            self._after_commit(actor, state, t)
+            try:
+                if _faults.armed:
+                    _faults.hit("actor.after_commit", actor.workflow_id)
+                state.apply(t)
+                actor.failures = 0
+                actor.failing = False
+                if batch is not None:
+                    self._settle(actor, batch, t)
+                self._after_commit(actor, state, t)
+                if _faults.armed:
+                    _faults.hit("actor.after_effects", actor.workflow_id)
+            except Exception as exc:  # the step is committed; acting on it failed: reload it, then fail it
+                actor.state = None
+                if not self._contain(actor, exc, "acting on a committed step"):
+                    return
         elif isinstance(error, LeaseLostError):
             log.warning("workflow %s: shard lease lost; its new owner continues", actor.workflow_id)
             actor.mailbox.clear()
+            actor.ids.clear()
             actor.state = None
+        elif isinstance(error, DataError):  # refused alone too: this workflow's data, not the database
+            if not self._contain(actor, error, "committing a step the database refused"):
+                return
         elif isinstance(error, ConcurrencyError):
             actor.failures += 1
             self.reloads += 1
-            log.warning("turn of %s refused by its fence; reloading", actor.workflow_id)
             actor.state = None
-            if actor.failures > 3:
-                log.error("workflow %s keeps failing its fence; left to recovery", actor.workflow_id)
-                actor.mailbox.clear()
-                actor.failures = 0
-            elif batch is not None:
+            if batch is not None:
                 actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
+            if actor.failures > _FENCE_FAILURES:
+                if not self._contain(actor, error, f"its turns failed their fence {actor.failures} times"):
+                    return
+            else:
+                log.warning("turn of %s refused by its fence (%s); reloading", actor.workflow_id, error)
+                actor.revalidate = True  # and drop messages whose rows are gone (duplicates)
         else:
             raise error  # the database failed: the engine stops with it
         self._step(actor)
+
+    def _settle(self, actor: WorkflowActor, batch: list[Message], t: Transition) -> None:
+        """A turn is done: its messages leave the mailbox's ids; the rows it consumed are remembered."""
+        ids, recent = actor.ids, actor.recent
+        for message in batch:
+            if isinstance(message, _DURABLE):
+                ids.discard(message.id)
+        for mid in (*t.consumed, *t.discarded):
+            recent[mid] = None
+        while len(recent) > _RECENT:
+            del recent[next(iter(recent))]
+
+    def _contain(self, actor: WorkflowActor, exc: BaseException, what: str) -> bool:
+        """A fault local to this workflow: replace its mailbox with one FailWorkflow turn.
+
+        Returns False when the actor gives up instead (its FailWorkflow turn failed
+        too): it leaves memory and its rows stay in the store.
+        """
+        wid = actor.workflow_id
+        if actor.failing:
+            log.error(
+                "workflow %s: could not end it after a fault (%r while %s); its rows stay in the store",
+                wid,
+                exc,
+                what,
+                extra={"workflow_id": wid},
+            )
+            actor.failing = False
+            self._forget(actor)
+            return False
+        error = ErrorInfo.capped(
+            type(exc).__name__,
+            f"workflow {wid!r}: the engine failed {what}: {exc}",
+            attempt=0,
+            transient=False,
+            traceback="".join(traceback.format_exception(exc)),
+            kind="engine",
+        )
+        log.error("%s; it ends TERMINAL", error.message, exc_info=exc, extra={"workflow_id": wid})
+        self.failed += 1
+        actor.failing = True
+        actor.failures = 0
+        actor.mailbox.clear()
+        actor.ids.clear()
+        actor.mailbox.append(FailWorkflow(error=error))
+        return True
 
     def _after_commit(self, actor: WorkflowActor, state: WorkflowState, t: Transition) -> None:
         actor.dispatched.difference_update(t.consumed)
@@ -366,4 +531,11 @@ class Dispatcher:
             turns=self.turns,
             messages=self.messages,
             reloads=self.reloads,
+            duplicates=self.duplicates,
+            failed=self.failed,
         )
+
+
+def _log_failure(workflow_id: str, error: BaseException | None) -> None:
+    if error is not None:
+        log.error("workflow %s: moving its undecodable rows to quarantine failed: %r", workflow_id, error)

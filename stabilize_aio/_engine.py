@@ -31,7 +31,7 @@ import msgspec
 from . import _handlers
 from ._actors import Dispatcher, MailboxStatistics
 from ._breaker import CircuitBreakerPolicy
-from ._codec import check_encodable
+from ._codec import plain
 from ._cron import Cron, CronError
 from ._errors import (
     ConcurrencyError,
@@ -42,8 +42,9 @@ from ._errors import (
     UnknownTaskError,
     WorkflowNotFound,
 )
+from ._ids import check_id, derive, new_id
 from ._membership import LeaseKeeper, SoleOwner
-from ._messages import CancelWorkflow, Durable, Event, Signal, SignalStage
+from ._messages import CancelWorkflow, Event, Signal, SignalStage, Undecodable
 from ._model import Workflow
 from ._pool import PoolStatistics, TaskPool
 from ._registry import TaskDefinition, make_definition
@@ -53,7 +54,7 @@ from ._status import WorkflowStatus
 from ._timers import TimerService
 from ._views import WorkflowSummary, WorkflowView, view_of
 from .store import NewWorkflow, Store, StoreStatistics, store_from_url
-from .store._base import ScheduleRow, redact_url, shard_of
+from .store._base import Pending, ScheduleRow, redact_url, shard_of
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,7 +91,7 @@ class WorkflowRun:
 
     def __init__(self, engine: Engine, workflow_id: str) -> None:
         self._engine = engine
-        self.workflow_id = workflow_id
+        self.workflow_id = check_id(workflow_id)
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.workflow_id}>"
@@ -164,7 +165,11 @@ class Engine:
         self._timers: TimerService | None = None
         self._pools: dict[str, TaskPool] = {}
         self._waiters: dict[str, _Waiter] = {}
+        self._owner_task: int | None = None  # the task that called start(): stop() must come from it
         self._wake_queue: deque[str] = deque()
+        self._wake_queued: set[str] = set()  # in the queue (a second wake-up of one is dropped)
+        self._picking: set[str] = set()  # their rows are being read
+        self._pick_again: set[str] = set()  # woken again while being read
         self._wake_ready: anyio.Event | None = None
 
     def __repr__(self) -> str:
@@ -251,6 +256,7 @@ class Engine:
         if self._life is not _Life.CREATED:
             raise EngineStateError(f"an engine starts once; this one is {self._life.value} (make a new Engine)")
         self._life = _Life.STARTING
+        self._owner_task = anyio.get_current_task().id
         try:
             await self._store.open()
         except BaseException:
@@ -290,7 +296,7 @@ class Engine:
             membership = self._membership
             if isinstance(membership, LeaseKeeper):
                 tg.start_soon(self._wake_loop, name="wake-ups")
-                await self._store.listen(self._woken, self._done_elsewhere)
+                await self._store.listen(self._woken, self._done_elsewhere, membership.poke)
                 await membership.step()  # claim a first share (and recover it) before returning
                 tg.start_soon(membership.run, name="lease keeper")
                 tg.start_soon(self._safety_net, name="safety net")
@@ -348,8 +354,12 @@ class Engine:
 
         The driver calls this outside any task (no anyio backend is detectable there),
         so it only queues and sets an event; ``_wake_loop`` does the async work.
+        Wake-ups of one workflow coalesce: one queued, at most one read at a time.
         """
         if self._life is _Life.RUNNING and self._membership.owns(workflow_id):
+            if workflow_id in self._wake_queued:
+                return
+            self._wake_queued.add(workflow_id)
             self._wake_queue.append(workflow_id)
             if self._wake_ready is not None:
                 self._wake_ready.set()
@@ -362,22 +372,34 @@ class Engine:
                 await self._wake_ready.wait()
             while self._wake_queue:
                 workflow_id = self._wake_queue.popleft()
-                if self._tg is not None:
+                self._wake_queued.discard(workflow_id)
+                if workflow_id in self._picking:
+                    self._pick_again.add(workflow_id)  # read again once the read under way is done
+                elif self._tg is not None:
+                    self._picking.add(workflow_id)
                     self._tg.start_soon(self._pick_up, workflow_id)
 
     async def _pick_up(self, workflow_id: str) -> None:
-        now = time.time()
-        for message in await self._store.pending_for(workflow_id):
-            self._route(workflow_id, message, now)
+        """Route a woken workflow's rows; again if it was woken while they were read (duplicates drop by id)."""
+        try:
+            while True:
+                self._pick_again.discard(workflow_id)
+                now = time.time()
+                for message in await self._store.pending_for(workflow_id):
+                    self._route(workflow_id, message, now)
+                if workflow_id not in self._pick_again:
+                    return
+        finally:
+            self._picking.discard(workflow_id)
 
     @staticmethod
-    def _is_future(message: Durable, now: float) -> bool:
+    def _is_future(message: Pending, now: float) -> bool:
         return message.deliver_at is not None and message.deliver_at > now
 
-    def _route(self, workflow_id: str, message: Durable, now: float) -> None:
+    def _route(self, workflow_id: str, message: Pending, now: float) -> None:
         """A pending row read from the store: to the timer heap if its time has not come, else deliver it."""
         assert self._timers is not None
-        if self._is_future(message, now):
+        if not isinstance(message, Undecodable) and self._is_future(message, now):
             self._timers.add(workflow_id, message)
         else:
             self._deliver(workflow_id, message)
@@ -414,6 +436,12 @@ class Engine:
             return
         if self._life is not _Life.RUNNING:
             raise EngineStateError(f"stop() on an engine that is {self._life.value}")
+        if anyio.get_current_task().id != self._owner_task:
+            raise EngineStateError(
+                "stop() must be called from the task that called start() (the engine's task group lives "
+                "in that task); use `async with engine` in one task, or call start() and stop() from the "
+                "same task. The engine is still running."
+            )
         self._life = _Life.STOPPING
         tg, dispatcher = self._tg, self._dispatcher
         assert tg is not None
@@ -434,8 +462,8 @@ class Engine:
                     await dispatcher.wait_quiet()
                     await self._store.flush()
                 if isinstance(self._membership, LeaseKeeper):
-                    with anyio.move_on_after(5.0):  # hand leases back: another engine continues at once
-                        await self._membership.release_all()
+                    with anyio.move_on_after(5.0):  # leases back, row gone: the others take over at once
+                        await self._membership.leave()
         finally:
             tg.cancel_scope.cancel()
             await self._close_group(user_exc)
@@ -487,6 +515,8 @@ class Engine:
                 (nothing is written).
         """
         self._require_running()
+        if workflow_id is not None:
+            check_id(workflow_id)
         inputs = self._check_definition(workflow, context, "submit")
         state = _initial_state(workflow, "", inputs)
         return await self._start_run(state.record, state.specs, workflow_id)
@@ -503,9 +533,7 @@ class Engine:
                         f"(registered: {', '.join(sorted(self._definitions)) or 'none'})",
                         stage=stage.ref_id,
                     )
-        inputs = dict(context or {})
-        check_encodable(inputs, what="workflow context (inputs)")
-        return inputs
+        return plain(dict(context or {}), what="workflow context (inputs)")
 
     async def _start_run(
         self, template: WorkflowRecord, specs: list[StageSpec], workflow_id: str | None
@@ -555,6 +583,7 @@ class Engine:
                 that cannot be encoded (nothing is written).
         """
         self._require_running()
+        check_id(name, what="schedule name")
         inputs = self._check_definition(workflow, context, "schedule")
         try:
             parsed = Cron(cron)
@@ -578,7 +607,11 @@ class Engine:
         rows = await self._store.list_schedules()
         out = []
         for row in rows:
-            stored = _schedule_decoder.decode(row.body)
+            try:
+                stored = _schedule_decoder.decode(row.body)
+            except msgspec.DecodeError:
+                log.error("schedule %r cannot be decoded; it is left out", row.name)
+                continue
             out.append(
                 ScheduleInfo(
                     name=row.name,
@@ -619,8 +652,13 @@ class Engine:
         now = time.time()
         fired = 0
         for row in await self._store.list_schedules(due_before=now):
-            stored = _schedule_decoder.decode(row.body)
-            await self._start_run(stored.record, list(stored.specs), f"schedule:{row.name}:{int(row.next_at)}")
+            try:
+                stored = _schedule_decoder.decode(row.body)
+            except msgspec.DecodeError as exc:  # one bad schedule must not stop the others
+                log.error("schedule %r cannot be decoded (%r); it is skipped", row.name, exc)
+                continue
+            run_id = derive("schedule", row.name, str(int(row.next_at)))
+            await self._start_run(stored.record, list(stored.specs), run_id)
             following = Cron(row.cron).next_after(max(row.next_at, now))  # missed ticks: fired once, not replayed
             if await self._store.advance_schedule(row.name, row.next_at, following):
                 fired += 1
@@ -639,7 +677,7 @@ class Engine:
         """
         held = self._membership.held
         for _ in range(64):
-            workflow_id = _new_id()
+            workflow_id = new_id()
             if not held or shard_of(workflow_id) in held:
                 return workflow_id
         return workflow_id
@@ -655,6 +693,7 @@ class Engine:
         Raises:
             WorkflowNotFound: no run has this id.
         """
+        check_id(workflow_id)
         state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
         if state is not None:
             return view_of(state)
@@ -671,7 +710,7 @@ class Engine:
         limit: int = 100,
     ) -> list[WorkflowSummary]:
         """Runs, newest first, optionally filtered by status and application."""
-        value = WorkflowStatus(status).value if status is not None else None
+        value = _status_value(status) if status is not None else None
         records = await self._store.list_workflows(status=value, application=application, limit=limit)
         return [
             WorkflowSummary(
@@ -691,12 +730,26 @@ class Engine:
         Raises:
             WorkflowNotFound: no run has this id.
         """
+        check_id(workflow_id)
         events = await self._store.events(workflow_id)
         if not events and await self._store.load(workflow_id) is None:
             raise WorkflowNotFound(workflow_id)
         return events
 
     async def _wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
+        check_id(workflow_id)
+        if self._life is _Life.STOPPED:
+            raise EngineStateError(f"wait() for {workflow_id!r} on an engine that is stopped (use a running engine)")
+        try:
+            return await self._wait_for(workflow_id, timeout)
+        except TimeoutError:
+            state = self._dispatcher.live_state(workflow_id) if self._dispatcher is not None else None
+            status = state.record.status.value if state is not None else "not finished"
+            raise TimeoutError(
+                f"workflow {workflow_id!r} did not finish within {timeout}s (it is {status}; it goes on)"
+            ) from None
+
+    async def _wait_for(self, workflow_id: str, timeout: float | None) -> WorkflowView:
         with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
             while True:
                 waiter = self._waiters.get(workflow_id)
@@ -738,7 +791,7 @@ class Engine:
         Returns the run's final view.
         """
         dispatcher = self._require_running()
-        view = await self.get(workflow_id)
+        view = await self.get(workflow_id)  # checks the id
         if view.status.is_complete:
             return view
         message = CancelWorkflow(id="cancel", reason=reason)
@@ -765,7 +818,8 @@ class Engine:
             EngineStateError: the run has finished.
         """
         dispatcher = self._require_running()
-        check_encodable(data, what="signal data", stage=stage)
+        check_id(workflow_id)
+        data = plain(data, what="signal data", stage=stage)
         state = dispatcher.live_state(workflow_id)
         if state is None:
             loaded = await self._store.load(workflow_id)
@@ -801,42 +855,62 @@ class Engine:
                 return
 
     # internals ---------------------------------------------------------------
-    def _deliver(self, workflow_id: str, message: Durable) -> None:
+    def _deliver(self, workflow_id: str, message: Pending) -> None:
         if self._dispatcher is not None:
             self._dispatcher.deliver(workflow_id, message)
 
     def _refill(self, pool: TaskPool) -> None:
-        """A pool that refused work has room again: read its pending rows back."""
-        if self._tg is not None and not pool.refilling:
-            pool.refilling = True
-            self._tg.start_soon(self._refill_from_store, pool, name=f"refill {pool.definition.name}")
+        """A pool that refused work has room again: read its pending rows back.
+
+        A request that comes while a scan runs is never lost: the scan runs again.
+        """
+        if self._tg is None:
+            return
+        if pool.refilling:
+            pool.refill_again = True
+            return
+        pool.refilling = True
+        self._tg.start_soon(self._refill_from_store, pool, name=f"refill {pool.definition.name}")
 
     async def _refill_from_store(self, pool: TaskPool) -> None:
         """Page through the pool's due RunTask rows until its room is filled or none are left.
 
         Rows the pool holds are skipped; a row whose result is not committed yet is
         delivered and dropped as stale by its actor. ``overflowed`` is cleared only
-        by a scan that reached the end; a pool left idle with rows pending scans again.
+        by a scan that reached the end with no refusal since it began (a refusal
+        during the scan may be of a row it already passed); a refill asked for
+        during a scan runs another scan after it.
         """
         try:
-            room = pool.room()
-            after: tuple[str, str] | None = None
-            delivered = 0
-            while delivered < room:
-                rows = await self._store.pending_runs(pool.definition.name, max(room, 64), time.time(), after)
-                for workflow_id, message in rows:
-                    if not pool.knows(workflow_id, message.id):
-                        self._deliver(workflow_id, message)
-                        delivered += 1
-                if len(rows) < max(room, 64):
-                    pool.overflowed = False  # the scan reached the end: nothing else is waiting
+            while True:
+                pool.refill_again = False
+                refusals = pool.rejected
+                if await self._scan(pool) and pool.rejected == refusals:
+                    pool.overflowed = False  # nothing refused is left behind
+                if not pool.refill_again:
                     break
-                after = (rows[-1][0], rows[-1][1].id)
         finally:
             pool.refilling = False
         if pool.overflowed and pool.active == 0 and pool.queued == 0 and self._dispatcher is not None:
             await self._dispatcher.wait_quiet()  # let the stale results commit, then look again
             self._refill(pool)
+
+    async def _scan(self, pool: TaskPool) -> bool:
+        """Deliver due rows of the pool's task type up to its room; True if the scan reached the end."""
+        room = pool.room()
+        page = max(room, 64)
+        after: tuple[str, str] | None = None
+        delivered = 0
+        while delivered < room:
+            rows = await self._store.pending_runs(pool.definition.name, page, time.time(), after)
+            for workflow_id, message in rows:
+                if not pool.knows(workflow_id, message.id):
+                    self._deliver(workflow_id, message)
+                    delivered += 1
+            if len(rows) < page:
+                return True
+            after = (rows[-1][0], rows[-1][1].id)
+        return False
 
     def statistics(self) -> EngineStatistics:
         """Counters of the engine, its store, its actors and its pools."""
@@ -859,6 +933,15 @@ class Engine:
     def store(self) -> Store:
         """The engine's store."""
         return self._store
+
+
+def _status_value(status: WorkflowStatus | str) -> str:
+    """A status filter: the enum or its name in any case (``"running"``); ValueError naming the valid ones."""
+    try:
+        return WorkflowStatus(status.upper() if isinstance(status, str) else status).value
+    except (ValueError, AttributeError):
+        valid = ", ".join(s.value for s in WorkflowStatus)
+        raise ValueError(f"unknown workflow status {status!r}; one of {valid} (any case)") from None
 
 
 class ScheduleInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -890,11 +973,6 @@ class _Waiter:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.view: WorkflowView | None = None
-
-
-def _new_id() -> str:
-    """A sortable unique id: milliseconds then randomness (ULID-like, hex)."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
 def _initial_state(workflow: Workflow, workflow_id: str, inputs: dict[str, Any]) -> WorkflowState:

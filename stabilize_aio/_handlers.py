@@ -22,6 +22,7 @@ from typing import Any
 from ._messages import (
     CancelWorkflow,
     ErrorInfo,
+    FailWorkflow,
     Message,
     ParkTask,
     RunTask,
@@ -30,6 +31,7 @@ from ._messages import (
     StageTimeout,
     StartWorkflow,
     TaskDone,
+    Undecodable,
 )
 from ._state import LIVE, StageRun, Transition, Turn, WorkflowState
 from ._status import WorkflowStatus
@@ -61,6 +63,12 @@ def apply(turn: Turn, message: Message) -> None:
             _park(turn, message)
         case SignalStage():
             _signal(turn, message)
+        case FailWorkflow():
+            fail(turn, message)
+        case Undecodable():
+            _undecodable(turn, message)
+        case _:
+            raise TypeError(f"no handler for message {type(message).__name__}")
 
 
 # workflow ------------------------------------------------------------------
@@ -128,6 +136,51 @@ def _finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
     turn.t.finished = True
 
 
+def fail(turn: Turn, msg: FailWorkflow) -> None:
+    """End the workflow TERMINAL for a fault local to it (containment): nothing of it runs or comes back.
+
+    Live stages are cancelled (their calls too), every outbox row of the
+    workflow is deleted, undecodable rows move to the quarantine table, and
+    placeholder rows are written back decodable. A finished workflow keeps its
+    status; only its rows are cleaned up.
+    """
+    turn.t.purge = True
+    turn.t.emitted.clear()  # what earlier messages of this turn emitted never runs
+    turn.t.dispatch.clear()
+    turn.t.quarantine.extend(msg.quarantine)
+    for i in msg.repair:
+        turn.t.respecs[i] = turn.spec(i)
+        turn.update_stage(i)  # rewrites the run row as loaded (a placeholder if it was undecodable)
+    error = msg.error
+    if turn.record.status.is_complete:
+        turn.set_workflow(turn.record.status)  # rewrite the record (a placeholder if it was undecodable)
+        turn.record_event("workflow.quarantined", f"workflow.quarantined:{turn.record.version}", message=error.message)
+        return
+    for i, run in list(turn.runs()):
+        if run.status in LIVE:
+            if run.run_id is not None:
+                turn.t.cancel_runs.append(run.run_id)
+            turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+    turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error)
+    turn.record_event("workflow.error", "workflow.error", status=S.TERMINAL, message=error.message)
+    turn.record_event("workflow.completed", "workflow.completed", status=S.TERMINAL)
+    turn.t.finished = True
+
+
+def _undecodable(turn: Turn, msg: Undecodable) -> None:
+    """An outbox row that cannot be decoded: it moves to the quarantine table and its workflow fails."""
+    turn.discard(msg.id)
+    error = ErrorInfo.capped(
+        "UndecodableRow",
+        f"workflow {turn.record.id!r}: outbox row {msg.id!r} could not be decoded ({msg.row.error}); "
+        "its bytes were moved to the quarantine table",
+        attempt=0,
+        transient=False,
+        kind="engine",
+    )
+    fail(turn, FailWorkflow(error=error, quarantine=(msg.row,)))
+
+
 def _maybe_complete(turn: Turn) -> None:
     """Complete the workflow once no stage runs (nothing else can start then)."""
     if turn.active or turn.record.status is not S.RUNNING:
@@ -185,6 +238,8 @@ def _emit_run(turn: Turn, i: int, *, deliver_at: float | None) -> None:
 
 def _complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo | None = None) -> None:
     run = turn.run(i)
+    if run.status is S.SUSPENDED:  # a deadline on a signal wait: the stage resumes to end (the table's way)
+        run = turn.set_stage(i, S.RUNNING)
     if run.timer_id is not None:
         turn.consume(run.timer_id)
     changes: dict[str, Any] = {"ended_at": turn.now, "run_id": None, "timer_id": None, "parked": False}

@@ -8,7 +8,9 @@ renews them with a heartbeat, and owns the actors of those shards. A lease is
 fenced by its epoch: the store refuses any turn of a shard this process does
 not hold at the epoch it claimed, so a process that lost a lease cannot write.
 
-The keeper, every ``heartbeat`` seconds:
+The keeper, every ``heartbeat`` seconds, and at once when another engine joins,
+leaves or releases shards (a notification on the members channel; a burst of
+them is one step):
 
 1. records this engine as alive and counts the engines alive (the fair share
    is ``ceil(SHARDS / engines)``);
@@ -16,7 +18,11 @@ The keeper, every ``heartbeat`` seconds:
    handed to ``on_lost`` at once;
 3. claims free or expired shards up to its fair share (``on_gain`` recovers
    their pending work), or releases shards beyond it so a newcomer can take
-   them (rebalance).
+   them (rebalance; the release notifies, so the newcomer claims them at once).
+
+A graceful stop (:meth:`LeaseKeeper.leave`) hands every lease back and deletes
+the engine's row in one statement that notifies the others: they count one
+engine fewer and claim its shards at once, not a lease later.
 
 Lease and heartbeat times are generous by default (30 s, 10 s) so a busy
 2-core machine never fences a healthy process; tests shorten them.
@@ -76,7 +82,11 @@ class LeaseKeeper:
         self.held: dict[int, int] = {}
         self.engines = 1
         self.gained = self.lost = self.released = 0
+        self.steps = 0
         self._changed = anyio.Event()
+        self._poked = anyio.Event()  # another engine joined, left or released shards: step now
+        self._stepping = anyio.Lock()  # a step and leave() never interleave
+        self._left = False
         store.owner = self.owner
         store.fence = self.held  # the store checks every turn against this very dict
 
@@ -87,10 +97,26 @@ class LeaseKeeper:
         """Whether this process holds the lease of the workflow's shard."""
         return shard_of(workflow_id) in self.held
 
+    def poke(self, owner: str) -> None:
+        """A notification on the members channel (``owner`` joined, left or released): step soon.
+
+        Called by the driver outside any task: it only sets an event, which
+        :meth:`run` waits on, so notifications that arrive before the step runs
+        are one step. This engine's own notifications are ignored.
+        """
+        if owner != self.owner and self.claims and not self._left:
+            self._poked.set()
+
     async def step(self) -> None:
         """One heartbeat: renew, count engines, claim up to a fair share or release beyond it."""
         if not self.claims:
             return
+        async with self._stepping:
+            if not self._left:
+                self.steps += 1
+                await self._step()
+
+    async def _step(self) -> None:
         self.engines = await self.store.heartbeat(self.owner, self.lease)
         if self.held:
             lost = await self.store.renew(self.owner, dict(self.held), self.lease)
@@ -129,17 +155,32 @@ class LeaseKeeper:
         await self._changed.wait()
 
     async def run(self) -> None:
-        """Heartbeat forever (runs in the engine's task group)."""
+        """Heartbeat forever, and step when poked (runs in the engine's task group)."""
         while True:
-            await anyio.sleep(self.heartbeat)
+            with anyio.move_on_after(self.heartbeat):
+                await self._poked.wait()
+            self._poked = anyio.Event()
             try:
                 await self.step()
             except Exception:  # a failed heartbeat is retried at the next one; the fence keeps writes safe
                 log.exception("lease heartbeat failed; retrying in %ss", self.heartbeat)
 
     async def release_all(self) -> None:
-        """Hand every lease back at once (graceful stop): another engine continues without waiting."""
+        """Hand every lease back at once: another engine continues without waiting."""
         shards = sorted(self.held)
         self._drop(set(shards))
         if shards:
             await self.store.release(self.owner, shards)
+
+    async def leave(self) -> None:
+        """Graceful stop: stop writing every shard, then hand them back and delete this engine's row, at once.
+
+        The others hear it (members channel) and claim the shards in their next
+        step, counting one engine fewer. No step runs after this one.
+        """
+        if not self.claims:
+            return  # a pure client was never a member
+        async with self._stepping:
+            self._left = True
+            self._drop(set(self.held))  # stop writing them first, then hand them over
+            await self.store.leave(self.owner)

@@ -80,19 +80,28 @@ durable_decoder: msgspec.msgpack.Decoder[Durable] = msgspec.msgpack.Decoder(Dura
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """An error recorded on a stage: small, size-capped, traceback kept."""
+    """An error recorded on a stage or a workflow: small, size-capped, traceback kept.
+
+    ``kind`` says whose failure it is: ``"task"`` (a task failed, timed out or
+    could not run) or ``"engine"`` (the engine could not apply a step of this
+    workflow: a handler bug, an illegal status change, an undecodable row, a
+    write the database refused; the workflow ended TERMINAL, nothing else did).
+    """
 
     type: str
     message: str
     attempt: int = 0
     transient: bool = False
     traceback: str = ""
+    kind: str = "task"
 
     MESSAGE_CAP = 2_000
     TRACEBACK_CAP = 8_000
 
     @classmethod
-    def capped(cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = "") -> ErrorInfo:
+    def capped(
+        cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = "", kind: str = "task"
+    ) -> ErrorInfo:
         """Build an ErrorInfo whose message and traceback are cut to their caps."""
         return cls(
             type=type[:200],
@@ -100,6 +109,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             attempt=attempt,
             transient=transient,
             traceback=_cap(traceback, cls.TRACEBACK_CAP),
+            kind=kind,
         )
 
 
@@ -120,6 +130,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     stage: str | None = None
     status: str | None = None
     attempt: int | None = None
+    message: str | None = None  # what happened, for events that need saying (an engine fault)
 
 
 class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -151,5 +162,35 @@ class ParkTask(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     run: RunTask
 
 
-InMemory = TaskDone | ParkTask
+class QuarantineRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A stored row that could not be decoded, as it moves to the quarantine table."""
+
+    source: str  # the table it came from: outbox, workflows, stages
+    key: str  # its key there: the outbox id, "workflow", the stage index
+    body: bytes
+    error: str
+
+
+class FailWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """In memory: end the workflow TERMINAL for a fault local to it (containment).
+
+    ``quarantine`` holds rows that could not be decoded: their raw bytes move
+    to the quarantine table in the same turn; ``repair`` lists the stage
+    indexes whose stored rows are placeholders to write back decodable.
+    """
+
+    error: ErrorInfo
+    quarantine: tuple[QuarantineRow, ...] = ()
+    repair: tuple[int, ...] = ()
+
+
+class Undecodable(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """In memory: an outbox row whose body could not be decoded, delivered to its workflow in its place."""
+
+    id: str
+    row: QuarantineRow
+    deliver_at: float | None = None
+
+
+InMemory = TaskDone | ParkTask | FailWorkflow | Undecodable
 Message = Durable | InMemory

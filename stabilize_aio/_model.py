@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ._codec import check_encodable
+from ._codec import plain
 from ._errors import (
     CycleError,
     DefinitionError,
@@ -86,8 +86,7 @@ class Stage:
         for value, label in ((timeout, "timeout"), (stage_timeout, "stage_timeout")):
             if value is not None and not value > 0:
                 raise DefinitionError(f"stage {ref_id!r}: {label} must be > 0", stage=ref_id)
-        ctx = dict(context or {})
-        check_encodable(ctx, what="context", stage=ref_id)
+        ctx = plain(dict(context or {}), what="context", stage=ref_id)
         self.ref_id = ref_id
         self.tasks: tuple[str, ...] = names
         self.context: dict[str, Any] = ctx

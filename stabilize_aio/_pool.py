@@ -21,7 +21,7 @@ import anyio.abc
 import msgspec
 
 from ._breaker import BreakerStatistics, CircuitBreaker
-from ._codec import check_encodable
+from ._codec import plain
 from ._errors import EncodingError, TransientError
 from ._messages import ErrorInfo, RunTask, TaskDone, TaskOutcome
 from ._model import TaskResult
@@ -93,8 +93,9 @@ class TaskPool:
         self._backlog: deque[Job] = deque()
         self._running: dict[tuple[str, str], Job] = {}
         self._known: set[tuple[str, str]] = set()
-        self.overflowed = False
-        self.refilling = False
+        self.overflowed = False  # a job was refused since the last complete refill scan
+        self.refilling = False  # a refill scan runs
+        self.refill_again = False  # a refill was asked for while one ran
         self.draining = False
         self.rejected = self.completed = self.failed = self.timed_out = 0
         self.cancelled = self.crashed = 0
@@ -291,8 +292,14 @@ class TaskPool:
                 if self.definition.is_async:
                     value = await self.definition.call(view)  # type: ignore[misc]
                 else:
-                    value = await anyio.to_thread.run_sync(self.definition.call, view, limiter=self._threads)
-                return TaskDone(run=job.run, outcome=self._check_result(job, value))
+                    # A thread cannot be interrupted: at the deadline (or the engine's cancel) the call is
+                    # abandoned; the thread runs to its end and its result is discarded.
+                    value = await anyio.to_thread.run_sync(
+                        self.definition.call, view, limiter=self._threads, abandon_on_cancel=True
+                    )
+                if not (scope.cancel_called or anyio.current_time() >= scope.deadline):
+                    return TaskDone(run=job.run, outcome=self._check_result(job, value))
+                # a result that came after the deadline (or the cancel) counts as a timeout (or nothing)
             except TimeoutError:  # the task's own TimeoutError counts as transient, like a timeout
                 self.failed += 1
                 log.info("task raised TimeoutError", extra=extra)
@@ -303,10 +310,15 @@ class TaskPool:
             except TransientError as exc:
                 self.failed += 1
                 log.info("task raised a transient error: %s", exc, extra=extra)
+                try:
+                    update = plain(exc.context_update, what="TransientError context_update", stage=view.ref_id)
+                except EncodingError as bad:
+                    error = _error_info(bad, view.attempt, transient=False)
+                    return TaskDone(run=job.run, outcome=self._outcome(error=error))
                 error = _error_info(exc, view.attempt, transient=True)
                 return TaskDone(
                     run=job.run,
-                    outcome=self._outcome(error=error, retry_after=exc.retry_after, context_update=exc.context_update),
+                    outcome=self._outcome(error=error, retry_after=exc.retry_after, context_update=update),
                 )
             except Exception as exc:
                 self.failed += 1
@@ -340,11 +352,13 @@ class TaskPool:
             self.failed += 1
             return self._outcome(error=error)
         try:
-            check_encodable(value.outputs, what="outputs", stage=view.ref_id)
-            check_encodable(value.context, what="context update", stage=view.ref_id)
+            outputs = plain(value.outputs, what="outputs", stage=view.ref_id)
+            context = plain(value.context, what="context update", stage=view.ref_id)
         except EncodingError as exc:
             self.failed += 1
             return self._outcome(error=_error_info(exc, view.attempt, transient=False))
+        if outputs is not value.outputs or context is not value.context:
+            value = msgspec.structs.replace(value, outputs=outputs, context=context)
         self.completed += 1
         return self._outcome(result=value)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ._messages import Durable, ErrorInfo, Event, RunTask, Signal
+from ._messages import Durable, ErrorInfo, Event, QuarantineRow, RunTask, Signal
 from ._status import WorkflowStatus, transition
 
 S = WorkflowStatus
@@ -84,6 +84,7 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     started_at: float | None = None
     ended_at: float | None = None
     cancel_reason: str | None = None
+    error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
 
 
 def set_stage_status(
@@ -94,9 +95,11 @@ def set_stage_status(
     return msgspec.structs.replace(run, status=status, **changes)
 
 
-def set_workflow_status(record: WorkflowRecord, target: WorkflowStatus, **changes: Any) -> WorkflowRecord:
-    """The one way a workflow's status changes: checked against the table."""
-    status = transition(record.status, target, what=f"workflow {record.id!r}")
+def set_workflow_status(
+    record: WorkflowRecord, target: WorkflowStatus, *, fail: bool = False, **changes: Any
+) -> WorkflowRecord:
+    """The one way a workflow's status changes: checked against the table (``fail``: the containment edge)."""
+    status = transition(record.status, target, what=f"workflow {record.id!r}", fail=fail)
     return msgspec.structs.replace(record, status=status, **changes)
 
 
@@ -116,6 +119,10 @@ class Transition(msgspec.Struct, kw_only=True, gc=False):
     events: list[Event] = []
     finished: bool = False
     notify: bool = False  # wake the process that owns this workflow's shard (written from elsewhere)
+    # containment only (never on the hot path):
+    purge: bool = False  # delete every outbox row of the workflow (it ended for a fault: nothing may come back)
+    quarantine: list[QuarantineRow] = []  # undecodable rows moved to the quarantine table
+    respecs: dict[int, StageSpec] = {}  # stage definitions written back (placeholders of undecodable ones)
 
     @property
     def empty(self) -> bool:
@@ -127,6 +134,8 @@ class Transition(msgspec.Struct, kw_only=True, gc=False):
             and not self.discarded
             and not self.emitted
             and not self.events
+            and not self.purge
+            and not self.quarantine
         )
 
 
@@ -151,6 +160,8 @@ class WorkflowState:
         """Make a committed transition part of the state."""
         if t.workflow is not None:
             self.record = t.workflow
+        for i, spec in t.respecs.items():
+            self.specs[i] = spec
         for i, run in t.stages.items():
             old = self.runs[i]
             self.runs[i] = run
@@ -265,14 +276,20 @@ class Turn:
         self.t.base_versions.setdefault(i, self.state.runs[i].version)
         self.t.stages[i] = new
 
-    def set_workflow(self, target: WorkflowStatus, **changes: Any) -> None:
+    def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
         old = self.record
-        self._record = set_workflow_status(old, target, version=old.version + 1, **changes)
+        self._record = set_workflow_status(old, target, fail=fail, version=old.version + 1, **changes)
         self.t.base_workflow_version = self.state.record.version
         self.t.workflow = self._record
 
     def record_event(
-        self, kind: str, key: str, *, stage: int | None = None, status: WorkflowStatus | None = None
+        self,
+        kind: str,
+        key: str,
+        *,
+        stage: int | None = None,
+        status: WorkflowStatus | None = None,
+        message: str | None = None,
     ) -> None:
         """Append a history event to this turn."""
         run = self.run(stage) if stage is not None else None
@@ -284,6 +301,7 @@ class Turn:
                 stage=self.spec(stage).ref_id if stage is not None else None,
                 status=status._value_ if status is not None else None,
                 attempt=run.attempt if run is not None else None,
+                message=message,
             )
         )
 

@@ -88,6 +88,10 @@ VALID_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
 #: any status may go back to NOT_STARTED, which stabilize did by assignment.
 RESET_TARGET = S.NOT_STARTED
 
+#: The containment edge, taken only with ``fail=True``: a workflow the engine cannot
+#: go on with (a fault local to it) ends TERMINAL from whatever unfinished status it has.
+FAIL_TARGET = S.TERMINAL
+
 
 class InvalidTransitionError(ValueError):
     """A status change that the table does not allow (a bug in the engine)."""
@@ -98,21 +102,25 @@ class InvalidTransitionError(ValueError):
         self.target = target
 
 
-def allowed(current: WorkflowStatus, target: WorkflowStatus, *, reset: bool = False) -> bool:
-    """Whether ``current -> target`` is legal (``reset`` admits the reset edges)."""
+def allowed(current: WorkflowStatus, target: WorkflowStatus, *, reset: bool = False, fail: bool = False) -> bool:
+    """Whether ``current -> target`` is legal (``reset`` admits the reset edges, ``fail`` the containment edge)."""
     if current is target:
         return True
     if reset:
         return target is RESET_TARGET
+    if fail and target is FAIL_TARGET and not current.is_complete:
+        return True
     return target in VALID_TRANSITIONS[current]
 
 
-def transition(current: WorkflowStatus, target: WorkflowStatus, *, what: str, reset: bool = False) -> WorkflowStatus:
+def transition(
+    current: WorkflowStatus, target: WorkflowStatus, *, what: str, reset: bool = False, fail: bool = False
+) -> WorkflowStatus:
     """Return ``target`` if the table allows ``current -> target``, else raise.
 
     This is the only function that decides a new status; records are rebuilt with
     its result by :mod:`stabilize_aio._state`.
     """
-    if not allowed(current, target, reset=reset):
+    if not allowed(current, target, reset=reset, fail=fail):
         raise InvalidTransitionError(current, target, what)
     return target

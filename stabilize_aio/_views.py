@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -40,13 +39,13 @@ class StageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A stage of a workflow run, as read."""
+    """A stage of a workflow run, as read: plain data (dicts, lists), the same from every path."""
 
     ref_id: str
     name: str
     status: WorkflowStatus
-    context: Mapping[str, Any]
-    outputs: Mapping[str, Any]
+    context: dict[str, Any]
+    outputs: dict[str, Any]
     error: ErrorInfo | None
     attempt: int
     started_at: float | None
@@ -65,18 +64,24 @@ class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A workflow run, as read: status, stages and merged outputs."""
+    """A workflow run, as read: status, stages and merged outputs, as plain JSON-ready data.
+
+    ``error`` is set when the engine ended the run TERMINAL for a fault local to
+    it (``error.kind == "engine"``: a handler bug, an undecodable row, a write
+    the database refused); a task's failure is on its stage.
+    """
 
     workflow_id: str
     application: str
     name: str
     status: WorkflowStatus
-    inputs: Mapping[str, Any]
+    inputs: dict[str, Any]
     stages: tuple[StageInfo, ...]
     created_at: float
     started_at: float | None
     ended_at: float | None
     cancel_reason: str | None
+    error: ErrorInfo | None = None
 
     def stage(self, ref_id: str) -> StageInfo:
         """The stage with this ref id (raises KeyError)."""
@@ -86,12 +91,12 @@ class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         raise KeyError(ref_id)
 
     @property
-    def outputs(self) -> Mapping[str, Any]:
-        """The outputs of all stages merged, in declaration order."""
+    def outputs(self) -> dict[str, Any]:
+        """The outputs of all stages merged, in declaration order (a new plain dict)."""
         merged: dict[str, Any] = {}
         for s in self.stages:
             merged.update(s.outputs)
-        return MappingProxyType(merged)
+        return merged
 
 
 def view_of(state: WorkflowState) -> WorkflowView:
@@ -102,8 +107,8 @@ def view_of(state: WorkflowState) -> WorkflowView:
             ref_id=spec.ref_id,
             name=spec.name,
             status=run.status,
-            context=MappingProxyType(state.stage_context(spec.index)),
-            outputs=MappingProxyType(dict(run.outputs)),
+            context=state.stage_context(spec.index),
+            outputs=dict(run.outputs),
             error=run.error,
             attempt=run.attempt,
             started_at=run.started_at,
@@ -116,10 +121,11 @@ def view_of(state: WorkflowState) -> WorkflowView:
         application=r.application,
         name=r.name,
         status=r.status,
-        inputs=MappingProxyType(dict(r.inputs)),
+        inputs=dict(r.inputs),
         stages=stages,
         created_at=r.created_at,
         started_at=r.started_at,
         ended_at=r.ended_at,
         cancel_reason=r.cancel_reason,
+        error=r.error,
     )

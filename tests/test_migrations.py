@@ -27,7 +27,10 @@ from stabilize_aio.store import _sqlite as lite
 from stabilize_aio.store import store_from_url, upgrade
 
 Catalog = dict[str, list[tuple[Any, ...]]]
-OUR_TABLES = {"stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules"}
+OUR_TABLES = {
+    *("stabilize_meta", "workflows", "stages", "outbox", "events"),
+    *("leases", "engines", "schedules", "quarantine"),
+}
 
 
 # helpers ---------------------------------------------------------------------

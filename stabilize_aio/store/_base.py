@@ -11,6 +11,8 @@ refused with :class:`~stabilize_aio.ConcurrencyError`.
 
 from __future__ import annotations
 
+import logging
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections import deque
@@ -23,10 +25,12 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from .._errors import ConcurrencyError, StoreError
-from .._messages import Durable, Event
+from .._errors import ConcurrencyError, DataError, StoreError
+from .._messages import Durable, Event, QuarantineRow, Undecodable, durable_decoder
 from .._state import StageRun, StageSpec, Transition, WorkflowRecord
 from .._status import WorkflowStatus
+
+log = logging.getLogger("stabilize_aio.store")
 
 
 class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
@@ -66,11 +70,34 @@ class ScheduleRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class LoadedWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A workflow as read from the store."""
+    """A workflow as read from the store.
+
+    Rows that could not be decoded are replaced by placeholders built from the
+    rows' plain columns (id, names, status, version, times) and listed in
+    ``damage`` with their raw bytes; ``repair`` names the stages whose
+    placeholders must be written back. Nothing here raises for a bad row.
+    """
 
     record: WorkflowRecord
     specs: list[StageSpec]
     runs: list[StageRun]
+    damage: tuple[QuarantineRow, ...] = ()
+    repair: tuple[int, ...] = ()
+
+
+class QuarantinedRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A row in the quarantine table: where it came from, why, and its raw bytes."""
+
+    workflow_id: str
+    source: str
+    key: str
+    body: bytes
+    error: str
+    at: float
+
+
+#: A pending outbox row as read: its message, or the undecodable row in its place.
+Pending = Durable | Undecodable
 
 
 #: One msgpack encoder and the record decoders every SQL store uses, built once.
@@ -79,6 +106,90 @@ decode_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
 decode_spec = msgspec.msgpack.Decoder(StageSpec).decode
 decode_run = msgspec.msgpack.Decoder(StageRun).decode
 decode_event = msgspec.msgpack.Decoder(Event).decode
+
+_BAD_ROW = (msgspec.DecodeError, ValueError, TypeError)
+
+#: The columns every SQL store reads with a workflow's body, and with a stage's spec and run
+#: (the plain columns make a placeholder when a body cannot be decoded).
+WORKFLOW_COLUMNS = "body, application, name, status, version, created_at, ended_at"
+STAGE_COLUMNS = "idx, ref_id, status, version, spec, run"
+EVENT_COLUMNS = "body, key, kind, stage, at"
+
+
+def _status(value: Any) -> WorkflowStatus:
+    try:
+        return WorkflowStatus(value)
+    except ValueError:
+        return WorkflowStatus.TERMINAL
+
+
+def decode_workflow_row(workflow_id: str, row: Sequence[Any]) -> tuple[WorkflowRecord, QuarantineRow | None]:
+    """A workflow record from ``WORKFLOW_COLUMNS``; a placeholder (and the damage) if its body is bad."""
+    body = bytes(row[0])
+    try:
+        record = decode_record(body)
+        if record.id != workflow_id:
+            raise ValueError(f"the body is of workflow {record.id!r}")
+        return record, None
+    except _BAD_ROW as exc:
+        placeholder = WorkflowRecord(
+            id=workflow_id,
+            application=str(row[1]),
+            name=str(row[2]),
+            status=_status(row[3]),
+            version=int(row[4]),
+            created_at=float(row[5]),
+            ended_at=None if row[6] is None else float(row[6]),
+        )
+        return placeholder, QuarantineRow(source="workflows", key="body", body=body, error=repr(exc))
+
+
+def decode_loaded(workflow_id: str, wf_row: Sequence[Any], stage_rows: Sequence[Sequence[Any]]) -> LoadedWorkflow:
+    """A workflow from its rows (``WORKFLOW_COLUMNS``, then ``STAGE_COLUMNS`` by index), never raising for bad rows."""
+    record, bad = decode_workflow_row(workflow_id, wf_row)
+    damage = [bad] if bad is not None else []
+    repair: list[int] = []
+    specs: list[StageSpec] = []
+    runs: list[StageRun] = []
+    for idx, ref_id, status, version, spec_body, run_body in stage_rows:
+        index = int(idx)
+        try:
+            spec = decode_spec(spec_body)
+            if spec.index != index or any(r >= len(stage_rows) or r < 0 for r in spec.requisites):
+                raise ValueError(f"the spec is of stage {spec.index} with requisites {spec.requisites}")
+        except _BAD_ROW as exc:
+            spec = StageSpec(ref_id=str(ref_id), index=index, name=str(ref_id), tasks=(), context={}, requisites=())
+            damage.append(QuarantineRow(source="stages.spec", key=str(index), body=bytes(spec_body), error=repr(exc)))
+            repair.append(index)
+        try:
+            run = decode_run(run_body)
+        except _BAD_ROW as exc:
+            run = StageRun(status=_status(status), version=int(version))
+            damage.append(QuarantineRow(source="stages.run", key=str(index), body=bytes(run_body), error=repr(exc)))
+            if index not in repair:
+                repair.append(index)
+        specs.append(spec)
+        runs.append(run)
+    return LoadedWorkflow(record=record, specs=specs, runs=runs, damage=tuple(damage), repair=tuple(repair))
+
+
+def decode_pending(row_id: str, body: Any) -> Pending:
+    """An outbox row's message, or an :class:`Undecodable` in its place (delivered to its workflow)."""
+    try:
+        return durable_decoder.decode(body)
+    except _BAD_ROW as exc:
+        log.error("outbox row %r cannot be decoded (%r); it goes to quarantine", row_id, exc)
+        raw = bytes(body)
+        return Undecodable(id=row_id, row=QuarantineRow(source="outbox", key=row_id, body=raw, error=repr(exc)))
+
+
+def decode_event_row(row: Sequence[Any]) -> Event:
+    """A history event from ``EVENT_COLUMNS``; one built from its columns if its body is bad."""
+    try:
+        return decode_event(row[0])
+    except _BAD_ROW:
+        return Event(key=str(row[1]), kind=str(row[2]), stage=row[3], at=float(row[4]), message="undecodable event")
+
 
 #: Workflows are spread over this many shards; a process owns the actors of the shards it leases.
 SHARDS = 32
@@ -202,7 +313,7 @@ class Store(ABC):
     async def _commit_group(self, group: list[_Pending]) -> None:
         try:
             await self._write_ops([p.op for p in group])
-        except ConcurrencyError:
+        except (ConcurrencyError, DataError):  # one op's fault, maybe: replay op by op, refuse only the offenders
             self.groups_replayed += 1
             for p in group:
                 try:
@@ -235,18 +346,22 @@ class Store(ABC):
         """Read one workflow with its stages, or None."""
 
     @abstractmethod
-    async def pending_messages(self) -> list[tuple[str, Durable]]:
+    async def pending_messages(self) -> list[tuple[str, Pending]]:
         """Every outbox row (recovery at start): (workflow id, message)."""
 
     @abstractmethod
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
-    ) -> list[tuple[str, Durable]]:
+    ) -> list[tuple[str, Pending]]:
         """Due RunTask rows of one task type in key order, after the key ``after`` (a pool refilling)."""
 
     @abstractmethod
     async def events(self, workflow_id: str) -> list[Event]:
         """A workflow's history, in commit order."""
+
+    @abstractmethod
+    async def quarantined(self, workflow_id: str | None = None) -> list[QuarantinedRow]:
+        """The rows moved to the quarantine table (of one workflow), oldest first."""
 
     # many processes (leases; PostgreSQL) ----------------------------------------
     #: Whether this backend shares a database between engine processes through shard leases.
@@ -268,16 +383,24 @@ class Store(ABC):
         """Hand leases back at once (graceful stop, rebalance)."""
         raise NotImplementedError(f"{type(self).__name__} has no shard leases")
 
+    async def leave(self, owner: str) -> None:  # noqa: B027 - optional: a store without leases has no members
+        """Graceful stop: hand back every lease of ``owner`` and forget it as an engine, at once."""
+
     @abstractmethod
     async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
         """The status of each of these workflows that exists (one cheap query; waits and their safety net)."""
 
-    async def pending_for(self, workflow_id: str) -> list[Durable]:
-        """The outbox rows of one workflow (a wake-up from another process)."""
-        return [m for w, m in await self.pending_messages() if w == workflow_id]
+    @abstractmethod
+    async def pending_for(self, workflow_id: str) -> list[Pending]:
+        """The outbox rows of one workflow (a wake-up from another process, a check after a refused fence)."""
 
-    async def listen(self, on_wake: Callable[[str], None], on_done: Callable[[str], None]) -> None:
-        """Start receiving other processes' wake-ups (a workflow id for its owner) and completions."""
+    async def listen(
+        self,
+        on_wake: Callable[[str], None],
+        on_done: Callable[[str], None],
+        on_members: Callable[[str], None] | None = None,
+    ) -> None:
+        """Receive other processes' wake-ups (a workflow id for its owner), completions and membership changes."""
         raise NotImplementedError(f"{type(self).__name__} has no cross-process notifications")
 
     #: Set by the engine when it runs on leases: {shard: epoch} it holds. Every turn of a
@@ -338,8 +461,11 @@ class Rows:
             "stage_update": [],
             "outbox_delete": [],
             "outbox_discard": [],
+            "outbox_purge": [],
             "outbox_insert": [],
             "event_insert": [],
+            "stage_respec": [],
+            "quarantine_insert": [],
         }
         self.nbytes = 0  # the encoded blobs written: what O(1) writes per step is measured by
 
@@ -357,46 +483,61 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
         return data
 
     for item in ops:
-        op: Transition
-        if isinstance(item, NewWorkflow):
-            # The start turn committed with the insert is folded into it: the rows go in
-            # as the turn leaves them (no UPDATE of rows inserted a moment before).
-            begin = item.begin
-            r = item.record if begin is None or begin.workflow is None else begin.workflow
-            out["wf_insert"].append(
-                (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
-            )
-            changed = begin.stages if begin is not None else {}
-            for spec, initial in zip(item.specs, item.runs, strict=True):
-                run = changed.get(spec.index, initial)
-                out["stage_insert"].append(
-                    (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
-                )
-            if item.start is not None:
-                out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
-            if begin is None:
-                continue
-            if begin.consumed or begin.discarded:
-                raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
-            op = msgspec.structs.replace(begin, workflow=None, stages={})  # its rows and events remain
-        else:
-            op = item
-        wid = op.workflow_id
-        if op.workflow is not None:
-            r = op.workflow
-            out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
-        for idx, run in op.stages.items():
-            out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
-        for mid in op.consumed:
-            out["outbox_delete"].append((wid, mid))
-        for mid in op.discarded:
-            out["outbox_discard"].append((wid, mid))
-        for msg in op.emitted:
-            out["outbox_insert"].append(_outbox_row(wid, msg, enc))
-        for ev in op.events:
-            out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
+        try:
+            _add_rows(out, item, enc)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            wid = item.record.id if isinstance(item, NewWorkflow) else item.workflow_id
+            raise DataError(f"workflow {wid!r}: a row of this write cannot be encoded: {exc}") from exc
     rows.nbytes = nbytes
     return rows
+
+
+def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[Any], bytes]) -> None:
+    """Append one op's parameter rows to the per-statement batches."""
+    op: Transition
+    if isinstance(item, NewWorkflow):
+        # The start turn committed with the insert is folded into it: the rows go in
+        # as the turn leaves them (no UPDATE of rows inserted a moment before).
+        begin = item.begin
+        r = item.record if begin is None or begin.workflow is None else begin.workflow
+        out["wf_insert"].append(
+            (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
+        )
+        changed = begin.stages if begin is not None else {}
+        for spec, initial in zip(item.specs, item.runs, strict=True):
+            run = changed.get(spec.index, initial)
+            out["stage_insert"].append(
+                (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
+            )
+        if item.start is not None:
+            out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
+        if begin is None:
+            return
+        if begin.consumed or begin.discarded:
+            raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
+        op = msgspec.structs.replace(begin, workflow=None, stages={})  # its rows and events remain
+    else:
+        op = item
+    wid = op.workflow_id
+    if op.workflow is not None:
+        r = op.workflow
+        out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
+    for idx, run in op.stages.items():
+        out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
+    for mid in op.consumed:
+        out["outbox_delete"].append((wid, mid))
+    for mid in op.discarded:
+        out["outbox_discard"].append((wid, mid))
+    for msg in op.emitted:
+        out["outbox_insert"].append(_outbox_row(wid, msg, enc))
+    for ev in op.events:
+        out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
+    if op.purge:
+        out["outbox_purge"].append((wid,))
+    for idx, spec in op.respecs.items():
+        out["stage_respec"].append((enc(spec), wid, idx))
+    for bad in op.quarantine:
+        out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, time.time()))
 
 
 def migrations(dialect: str) -> list[tuple[int, str]]:

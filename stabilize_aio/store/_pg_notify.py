@@ -4,12 +4,15 @@ Two channels carry a workflow id: *wake* (work was committed for a workflow
 whose shard another process owns: a submit, an outside command) and *done* (a
 workflow finished: wake its waiters anywhere). A group commit sends them with
 one ``pg_notify`` statement per channel inside its transaction, so they are
-delivered at COMMIT and never for a rolled-back group. Channels are named per
-schema, so schemas of one database never hear each other.
+delivered at COMMIT and never for a rolled-back group. A third, *members*,
+carries a lease owner: an engine joined, left or released shards (sent by the
+membership statements themselves), and every engine runs a membership step.
+Channels are named per schema, so schemas of one database never hear each other.
 
 A :class:`Listener` holds one dedicated connection and replaces it when the
 server drops it or when it stops answering a periodic ping (a half-open TCP
-connection never reports itself). Notifications sent while it is being
+connection never reports itself), whatever error the driver gives (a connection
+cut while the event loop was blocked can fail its ping before it reports closed). Notifications sent while it is being
 replaced are lost: callers poll as a safety net. Those sent by the process's
 own writer connection are not delivered: they announce its own commits, which
 it acts on once it has applied them (a notification can overtake that).
@@ -23,7 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-import asyncpg
 import tenacity
 
 from ._base import NewWorkflow, Op
@@ -34,7 +36,6 @@ log = logging.getLogger("stabilize_aio.store")
 NOTIFY = "SELECT pg_notify($1::text, w) FROM unnest($2::text[]) AS w"
 #: Longest channel name PostgreSQL keeps (NAMEDATALEN - 1).
 CHANNEL_MAX = 63
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def channel(name: str, schema: str | None) -> str:
@@ -117,7 +118,7 @@ class Listener:
             try:
                 with anyio.fail_after(10):
                     await conn.close()
-            except _ERRORS:
+            except Exception:  # a broken connection cannot say goodbye
                 conn.terminate()
 
     async def keep(self) -> None:
@@ -135,7 +136,7 @@ class Listener:
                     with anyio.fail_after(min(10.0, self.check)):
                         await conn.execute("SELECT 1")
                     continue
-                except _ERRORS as exc:
+                except Exception as exc:  # whatever state the driver reports (a cut seen before its EOF): replace it
                     log.warning("the LISTEN connection to %s stopped answering: %r", self._display, exc)
             await self._replace(conn)
 
@@ -144,7 +145,7 @@ class Listener:
         if old is not None:
             old.terminate()
         retrying = tenacity.AsyncRetrying(  # until it works: the engine polls meanwhile
-            retry=tenacity.retry_if_exception_type(_ERRORS),
+            retry=tenacity.retry_if_exception_type(Exception),
             wait=tenacity.wait_exponential(multiplier=0.1, max=5.0),
             sleep=anyio.sleep,
             before_sleep=_log_retry,

@@ -12,7 +12,15 @@
   fence checks on the command tags' row counts (``UPDATE n``, ``DELETE n``),
   ``COMMIT``.
 * Serialization failures, deadlocks and lost connections are retried in place
-  (a few times, with backoff; the writer reconnects), then raise StoreError.
+  (a few times, with backoff), then raise StoreError. A connection is "lost"
+  whatever state the driver reports it in (one the server cut while the event
+  loop was blocked fails with ``InternalClientError`` before it reports closed):
+  the writer drops it and reconnects, a reader is discarded from the pool. A
+  group whose COMMIT's answer was lost is run again only when its fences would
+  refuse a second copy (ConcurrencyError if it had committed); otherwise the
+  server is asked whether that transaction committed. Data the database
+  refuses (SQLSTATE classes 22 and 54, and 23 but a unique violation) is a
+  DataError: one op's fault, not the database's.
 * Many engine processes share a schema through shard leases (table
   ``leases``, times on the database clock): ``claim``/``renew``/``release``
   are single statements, and when :attr:`~Store.fence` is set every group
@@ -21,7 +29,9 @@
 * Commits wake other processes with ``pg_notify`` in the same transaction
   (delivered at commit, never after a rollback); :meth:`PostgresStore.listen`
   receives them on a dedicated connection (``_pg_notify.Listener``), kept up
-  by a loop beside the writer.
+  by a loop beside the writer. A join heartbeat, a release and a leave notify
+  the members channel in their own statement, so the other engines rebalance
+  at once.
 """
 
 from __future__ import annotations
@@ -37,15 +47,36 @@ import asyncpg
 import msgspec
 import tenacity
 
-from .._errors import ConcurrencyError, ForeignDatabaseError, LeaseLostError, SchemaTooNewError, StoreError
-from .._messages import Durable, Event, durable_decoder
+from .. import _faults
+from .._errors import (
+    ConcurrencyError,
+    DataError,
+    ForeignDatabaseError,
+    LeaseLostError,
+    SchemaTooNewError,
+    StoreError,
+)
+from .._messages import Event
 from .._state import Transition, WorkflowRecord
 from .._status import WorkflowStatus
-from ._base import LoadedWorkflow, Op, ScheduleRow, Store, redact_url, rows_for, shard_of
-from ._base import decode_event as _dec_event
-from ._base import decode_record as _dec_record
-from ._base import decode_run as _dec_run
-from ._base import decode_spec as _dec_spec
+from ._base import (
+    EVENT_COLUMNS,
+    STAGE_COLUMNS,
+    WORKFLOW_COLUMNS,
+    LoadedWorkflow,
+    Op,
+    Pending,
+    QuarantinedRow,
+    ScheduleRow,
+    Store,
+    decode_event_row,
+    decode_loaded,
+    decode_pending,
+    decode_workflow_row,
+    redact_url,
+    rows_for,
+    shard_of,
+)
 from ._base import encode_row as _enc
 from ._base import migrations as dialect_migrations
 from ._pg_notify import NOTIFY, Listener, channel, notifications
@@ -53,7 +84,7 @@ from ._pg_notify import NOTIFY, Listener, channel, notifications
 log = logging.getLogger("stabilize_aio.store")
 
 APP_ID = "stabilize_aio"
-TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules")
+TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules", "quarantine")
 #: The key of the transaction-level advisory lock every migration takes ("stabilz").
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -78,10 +109,15 @@ _SQL = {
     " WHERE o.workflow_id = d.workflow_id AND o.id = d.id",
     "outbox_discard": "DELETE FROM outbox AS o USING unnest($1::text[], $2::text[]) AS d (workflow_id, id)"
     " WHERE o.workflow_id = d.workflow_id AND o.id = d.id",
+    "outbox_purge": "DELETE FROM outbox WHERE workflow_id = ANY($1::text[])",
     "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::bytea[])",
     "event_insert": "INSERT INTO events (workflow_id, key, kind, stage, at, body)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::bytea[])",
+    "stage_respec": "UPDATE stages AS s SET spec = u.spec FROM unnest($1::bytea[], $2::text[], $3::int[])"
+    " AS u (spec, workflow_id, idx) WHERE s.workflow_id = u.workflow_id AND s.idx = u.idx",
+    "quarantine_insert": "INSERT INTO quarantine (workflow_id, source, key, body, error, at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[])",
 }
 # A row that is not there (or at another version) fails the whole group; a
 # discard is a late or repeated command and may find nothing.
@@ -98,20 +134,96 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+# SQLSTATE classes of errors about one op's data, not the database: 22 data exception
+# (a NUL byte, a bad encoding, a value out of range), 54 program limit exceeded (an
+# index row too big), 23 integrity violation (but a unique violation is a fence).
+_DATA_CLASSES = ("22", "54", "23")
+_UNIQUE_VIOLATION = "23505"
+
+
+def _connection_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection is unusable, whatever state the driver reports it in.
+
+    A connection the server cut while the event loop was blocked may still look
+    open: it read the server's FATAL before the EOF, and the next statement fails
+    with ``InternalClientError`` ("cannot switch to state ...") or an
+    ``InterfaceError`` ("another operation is in progress", "connection is
+    closed"). Such a connection is dropped and the work runs on a new one. Client
+    configuration errors (``ValueError``s, unsupported features) are not.
+    """
+    if isinstance(exc, ValueError | asyncpg.UnsupportedClientFeatureError | asyncpg.UnsupportedServerFeatureError):
+        return False
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.InternalClientError
+        | asyncpg.InterfaceError
+        | OSError,
+    )
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Errors after which the same work may succeed (on a new connection if this one is gone)."""
+    return isinstance(exc, _TRANSIENT) or _connection_gone(exc)
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """Whether the database refused the data of a statement (a DataError), not failed as a database."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state[:2] in _DATA_CLASSES and state != _UNIQUE_VIOLATION
+
+
+class _Commit:
+    """What the attempts at one group know about their COMMIT."""
+
+    __slots__ = ("lost", "track")
+
+    def __init__(self, *, track: bool) -> None:
+        #: Whether the group has an op a blind retry could write twice: a lost COMMIT is resolved by its id.
+        self.track = track
+        #: (transaction id, server pid) of an attempt whose COMMIT's answer was lost, until resolved.
+        self.lost: tuple[int, int] | None = None
+
+
+def _guarded(op: Op) -> bool:
+    """Whether writing ``op`` a second time is refused by a fence or a unique key (so a blind retry is safe).
+
+    A new workflow collides on its id; a turn that changes state, consumes rows
+    or records events fails its version fence, its DELETE or its event keys. An
+    outside command (rows for the owner, nothing else) has only the outbox key,
+    and the owner may have consumed that row in between: written twice, it would
+    be delivered twice.
+    """
+    if not isinstance(op, Transition):
+        return True  # a NewWorkflow
+    return op.workflow is not None or bool(op.stages) or bool(op.consumed) or bool(op.events)
+
 
 # Leases. Every time is the database clock's (``_NOW``), so machines' clocks never
 # matter; lease rows are locked in shard order, so two statements never deadlock.
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 # Count the engines seen within a lease (this one included), forget those silent for three.
+# An engine that joins (it was not counted: no row, or a row older than a lease) tells
+# the others on the members channel ($3), in the same statement: they rebalance at once.
+# (Every part of the statement sees the table as it was before the INSERT.)
 _HEARTBEAT = f"""
 WITH now AS (SELECT {_NOW} AS t),
 seen AS (
     INSERT INTO engines (owner, seen_at) SELECT $1::text, t FROM now
     ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at
 ),
-gone AS (DELETE FROM engines AS e USING now WHERE e.owner <> $1::text AND e.seen_at < now.t - 3 * $2::float8)
-SELECT 1 + count(*) FROM engines AS e, now WHERE e.owner <> $1::text AND e.seen_at >= now.t - $2::float8
+gone AS (DELETE FROM engines AS e USING now WHERE e.owner <> $1::text AND e.seen_at < now.t - 3 * $2::float8),
+joined AS (
+    SELECT pg_notify($3::text, $1::text) FROM now WHERE NOT EXISTS (
+        SELECT 1 FROM engines AS e WHERE e.owner = $1::text AND e.seen_at >= now.t - $2::float8
+    )
+)
+SELECT 1 + (SELECT count(*) FROM engines AS e, now WHERE e.owner <> $1::text AND e.seen_at >= now.t - $2::float8),
+    (SELECT count(*) FROM joined)
 """
 # Take up to $2 free or expired shards, lowest first; rows another claimer (or a
 # committing writer's fence) has locked are skipped, never waited for.
@@ -134,12 +246,23 @@ WITH held AS (
 UPDATE leases AS l SET expires_at = {_NOW} + $4::float8 FROM held WHERE l.shard = held.shard
 RETURNING l.shard
 """
+# Hand leases back; if any was freed, tell the members channel ($3) so a claimer takes them at once.
 _RELEASE = """
 WITH mine AS (
     SELECT shard FROM leases WHERE owner = $1::text AND shard = ANY($2::int[])
     ORDER BY shard FOR NO KEY UPDATE
-)
-UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.shard = mine.shard
+),
+freed AS (UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.shard = mine.shard RETURNING l.shard)
+SELECT pg_notify($3::text, $1::text) WHERE EXISTS (SELECT 1 FROM freed)
+"""
+# A graceful stop: every lease of the owner handed back and its engine row gone, one
+# statement and one notification ($2), so the others count one engine fewer and claim
+# the freed shards in the same step.
+_LEAVE = """
+WITH mine AS (SELECT shard FROM leases WHERE owner = $1::text ORDER BY shard FOR NO KEY UPDATE),
+freed AS (UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.shard = mine.shard),
+gone AS (DELETE FROM engines WHERE owner = $1::text)
+SELECT pg_notify($2::text, $1::text)
 """
 # The fence, first in a group's transaction: the shards still held at their epochs,
 # locked FOR SHARE until the commit, so a claim (an UPDATE) cannot slip in between.
@@ -216,6 +339,8 @@ class PostgresStore(Store):
         #: The NOTIFY channels: work for a workflow's owner, and a workflow finished.
         self.wake_channel = channel("wake", self._target.schema)
         self.done_channel = channel("done", self._target.schema)
+        #: Engines joined, left or released shards (payload: the owner): a membership step is due.
+        self.members_channel = channel("members", self._target.schema)
         self._writer: Any = None  # asyncpg.Connection, owned by the group writer
         self._pool: Any = None  # asyncpg.Pool of readers
         self._listener: Listener | None = None  # after listen()
@@ -301,7 +426,7 @@ class PostgresStore(Store):
 
     def _retrying(self, attempts: int | None = None) -> tenacity.AsyncRetrying:
         return tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(_TRANSIENT),
+            retry=tenacity.retry_if_exception(_retryable),
             stop=tenacity.stop_after_attempt(attempts or self.attempts),
             wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
             sleep=anyio.sleep,
@@ -322,11 +447,14 @@ class PostgresStore(Store):
         for key, name, ids in (("wake", self.wake_channel, wake), ("done", self.done_channel, done)):
             if ids:
                 statements.append((key, NOTIFY, [name, ids]))
+        commit = _Commit(track=not all(_guarded(op) for op in ops))
         try:
-            await self._retrying()(self._write_once, fence, statements)
+            await self._retrying()(self._write_once, fence, statements, commit)
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(f"duplicate row: {exc}") from exc
         except _DRIVER_ERRORS as exc:
+            if _refused_data(exc):
+                raise DataError(f"PostgreSQL refused the data of a write on {self._target.display}: {exc!r}") from exc
             raise StoreError(f"PostgreSQL write failed on {self._target.display}: {exc!r}") from exc
         self.commits += 1
         self.bytes_written += rows.nbytes
@@ -354,14 +482,39 @@ class PostgresStore(Store):
             )
         return {shard: fence[shard] for shard in shards}
 
-    async def _write_once(self, fence: dict[int, int] | None, statements: list[tuple[str, str, list[Any]]]) -> None:
-        """One attempt: the fence check and the whole group in one transaction, or nothing."""
-        conn = self._writer
-        if conn is None or conn.is_closed():
-            conn = self._writer = await self._target.connect()
-            self.reconnects += 1
-        await conn.execute("BEGIN")
+    async def _write_once(
+        self, fence: dict[int, int] | None, statements: list[tuple[str, str, list[Any]]], commit: _Commit
+    ) -> None:
+        """One attempt: the fence check and the whole group in one transaction, or nothing.
+
+        A connection that is gone (cut by the server, broken in the driver) is
+        dropped before the error goes on to the retry, which opens a new one; the
+        server rolls back what the dead connection had begun. A retry is safe when
+        the transaction cannot have committed: the error came before COMMIT was
+        sent, or the server answered COMMIT with an error. When the COMMIT's answer
+        was lost, the commit may have happened: a group of guarded ops (see
+        ``_guarded``) is simply run again and fails its fences (ConcurrencyError,
+        as for any turn that lost a race); a group with an op that a second write
+        would duplicate carries its transaction id, and the next attempt asks the
+        server what became of it before writing anything.
+        """
+        conn = await self._writer_connection()
+        if commit.lost is not None:
+            try:
+                committed = await self._committed(conn, *commit.lost)
+            except BaseException as exc:
+                await self._abandon(conn, exc)
+                raise
+            if committed:
+                return
+            commit.lost = None  # it was rolled back: write the group again
+        xid, pid = 0, conn.get_server_pid()
         try:
+            await conn.execute("BEGIN")
+            if _faults.armed:
+                _faults.hit("writer.begin")
+            if commit.track:
+                xid = int(await conn.fetchval("SELECT txid_current()"))
             if fence is not None:
                 held = {int(r[0]) for r in await conn.fetch(_FENCE, list(fence), list(fence.values()), self.owner)}
                 lost = fence.keys() - held
@@ -375,15 +528,79 @@ class PostgresStore(Store):
                     matched, expected = int(tag.rsplit(" ", 1)[1]), len(columns[0])
                     if matched != expected:
                         raise ConcurrencyError(f"fence failed on {key}: {matched} of {expected} rows matched")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await _rollback(conn)
+            if _faults.armed:
+                _faults.hit("writer.commit")
+        except BaseException as exc:
+            await self._abandon(conn, exc)
             raise
+        try:
+            await conn.execute("COMMIT")
+        except BaseException as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not _connection_gone(exc):
+                raise  # the server answered COMMIT with an error: the transaction was rolled back
+            self._drop_writer(conn)
+            if commit.track:
+                commit.lost = (xid, pid)
+            raise
+
+    async def _writer_connection(self) -> Any:
+        """The writer connection, a new one if there is none or it closed."""
+        conn = self._writer
+        if conn is None or conn.is_closed():
+            conn = self._writer = await self._target.connect()
+            self.reconnects += 1
+        return conn
+
+    def _drop_writer(self, conn: Any) -> None:
+        """Close a writer connection that is gone at once (the server rolls back its transaction)."""
+        conn.terminate()
+        if self._writer is conn:
+            self._writer = None
+
+    async def _abandon(self, conn: Any, exc: BaseException) -> None:
+        """End a failed attempt: drop a connection that is gone, else roll back (a failed rollback drops it)."""
+        if _connection_gone(exc) or conn.is_closed():
+            self._drop_writer(conn)
+        else:
+            await _rollback(conn)
+
+    async def _committed(self, conn: Any, xid: int, pid: int) -> bool:
+        """Whether transaction ``xid``, whose COMMIT's answer was lost, committed.
+
+        If it is still in progress (its backend, ``pid``, has not noticed the cut
+        yet), that backend is terminated first, so the transaction cannot commit
+        after this answer.
+
+        Raises:
+            StoreError: the server cannot tell (the outcome stays unknown).
+        """
+        status = await conn.fetchval("SELECT txid_status($1)", xid)
+        if status == "in progress":
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pid = $1 AND backend_xid::text = ($2::bigint % 4294967296)::text",
+                pid,
+                xid,
+            )
+            with anyio.move_on_after(10):
+                while status == "in progress":
+                    await anyio.sleep(0.01)  # the backend is ending: its transaction aborts with it
+                    status = await conn.fetchval("SELECT txid_status($1)", xid)
+        if status in ("committed", "aborted"):
+            log.warning("the answer to a COMMIT on %s was lost; the transaction had %s", self._target.display, status)
+            return bool(status == "committed")
+        raise StoreError(
+            f"the answer to a COMMIT on {self._target.display} was lost and its outcome is unknown ({status!r})"
+        )
 
     # leases ------------------------------------------------------------------
     async def heartbeat(self, owner: str, lease: float) -> int:
-        """Record ``owner`` as alive now; forget engines silent for 3 leases; count those seen within one."""
-        rows = await self._fetch(_HEARTBEAT, owner, lease, what="heartbeat")
+        """Record ``owner`` as alive now; forget engines silent for 3 leases; count those seen within one.
+
+        An owner that was not counted (new, or silent for a lease) notifies the
+        members channel in the same statement: the others rebalance at once.
+        """
+        rows = await self._fetch(_HEARTBEAT, owner, lease, self.members_channel, what="heartbeat")
         return int(rows[0][0])
 
     async def claim(self, owner: str, count: int, lease: float) -> dict[int, int]:
@@ -405,13 +622,26 @@ class PostgresStore(Store):
         return set(held) - {int(r[0]) for r in rows}
 
     async def release(self, owner: str, shards: Sequence[int]) -> None:
-        """Hand ``owner``'s leases of ``shards`` back: free for the next claim at once."""
+        """Hand ``owner``'s leases of ``shards`` back: free for the next claim at once (the members hear it)."""
         if shards:
-            await self._fetch(_RELEASE, owner, list(shards), what="release")
+            await self._fetch(_RELEASE, owner, list(shards), self.members_channel, what="release")
+
+    async def leave(self, owner: str) -> None:
+        """A graceful stop: hand back every lease of ``owner`` and delete its engine row, then notify the members."""
+        await self._fetch(_LEAVE, owner, self.members_channel, what="leave")
 
     # notifications -----------------------------------------------------------
-    async def listen(self, on_wake: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+    async def listen(
+        self,
+        on_wake: Callable[[str], None],
+        on_done: Callable[[str], None],
+        on_members: Callable[[str], None] | None = None,
+    ) -> None:
         """Receive other processes' notifications: ``on_wake(workflow id)``, ``on_done(workflow id)``.
+
+        ``on_members(owner)`` hears :attr:`members_channel`: an engine joined,
+        left or released shards (this process's own membership statements too:
+        they run on reader connections).
 
         The callbacks are plain functions, called in the event loop; this
         store's own commits are not reported (they can arrive before the
@@ -424,6 +654,7 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StoreError("the store is not open")
         callbacks = {self.wake_channel: on_wake, self.done_channel: on_done}
+        callbacks[self.members_channel] = on_members or _ignore
         if self._listener is not None:
             self._listener.callbacks = callbacks
             return
@@ -447,7 +678,7 @@ class PostgresStore(Store):
         if pool is None:
             raise StoreError("the store is not open")
         try:
-            rows: list[Any] = await self._retrying(attempts)(pool.fetch, sql, *args)
+            rows: list[Any] = await self._retrying(attempts)(_fetch_once, pool, sql, args)
         except _DRIVER_ERRORS as exc:
             raise StoreError(f"PostgreSQL {what} failed on {self._target.display}: {exc!r}") from exc
         return list(rows)
@@ -501,38 +732,37 @@ class PostgresStore(Store):
         rows = await self._fetch("SELECT id, status FROM workflows WHERE id = ANY($1::text[])", list(workflow_ids))
         return {str(r[0]): WorkflowStatus(r[1]) for r in rows}
 
-    async def pending_for(self, workflow_id: str) -> list[Durable]:
+    async def pending_for(self, workflow_id: str) -> list[Pending]:
         """The outbox rows of one workflow (another process woke us for it)."""
         self.outbox_reads += 1
         rows = await self._fetch(
-            "SELECT body FROM outbox WHERE workflow_id = $1 ORDER BY deliver_at NULLS FIRST, id", workflow_id
+            "SELECT id, body FROM outbox WHERE workflow_id = $1 ORDER BY deliver_at NULLS FIRST, id", workflow_id
         )
-        return [durable_decoder.decode(r[0]) for r in rows]
+        return [decode_pending(str(r[0]), r[1]) for r in rows]
 
     async def load(self, workflow_id: str) -> LoadedWorkflow | None:
-        rows = await self._fetch("SELECT body FROM workflows WHERE id = $1", workflow_id)
+        rows = await self._fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1", workflow_id)
         if not rows:
             return None
-        record = _dec_record(rows[0][0])
-        stage_rows = await self._fetch("SELECT spec, run FROM stages WHERE workflow_id = $1 ORDER BY idx", workflow_id)
-        specs = [_dec_spec(r[0]) for r in stage_rows]
-        runs = [_dec_run(r[1]) for r in stage_rows]
-        return LoadedWorkflow(record=record, specs=specs, runs=runs)
+        stage_rows = await self._fetch(
+            f"SELECT {STAGE_COLUMNS} FROM stages WHERE workflow_id = $1 ORDER BY idx", workflow_id
+        )
+        return decode_loaded(workflow_id, rows[0], stage_rows)
 
-    async def pending_messages(self) -> list[tuple[str, Durable]]:
+    async def pending_messages(self) -> list[tuple[str, Pending]]:
         self.outbox_reads += 1
         rows = await self._fetch(
-            "SELECT workflow_id, body FROM outbox ORDER BY deliver_at NULLS FIRST, workflow_id, id"
+            "SELECT workflow_id, id, body FROM outbox ORDER BY deliver_at NULLS FIRST, workflow_id, id"
         )
-        return [(str(r[0]), durable_decoder.decode(r[1])) for r in rows]
+        return [(str(r[0]), decode_pending(str(r[1]), r[2])) for r in rows]
 
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
-    ) -> list[tuple[str, Durable]]:
+    ) -> list[tuple[str, Pending]]:
         self.outbox_reads += 1
         start = after if after is not None else ("", "")
         rows = await self._fetch(
-            "SELECT workflow_id, body FROM outbox WHERE task_type = $1 AND (deliver_at IS NULL OR deliver_at <= $2)"
+            "SELECT workflow_id, id, body FROM outbox WHERE task_type = $1 AND (deliver_at IS NULL OR deliver_at <= $2)"
             " AND (workflow_id, id) > ($3, $4) ORDER BY workflow_id, id LIMIT $5",
             task_type,
             now,
@@ -540,11 +770,23 @@ class PostgresStore(Store):
             start[1],
             limit,
         )
-        return [(str(r[0]), durable_decoder.decode(r[1])) for r in rows]
+        return [(str(r[0]), decode_pending(str(r[1]), r[2])) for r in rows]
 
     async def events(self, workflow_id: str) -> list[Event]:
-        rows = await self._fetch("SELECT body FROM events WHERE workflow_id = $1 ORDER BY seq", workflow_id)
-        return [_dec_event(r[0]) for r in rows]
+        rows = await self._fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = $1 ORDER BY seq", workflow_id)
+        return [decode_event_row(r) for r in rows]
+
+    async def quarantined(self, workflow_id: str | None = None) -> list[QuarantinedRow]:
+        sql = "SELECT workflow_id, source, key, body, error, at FROM quarantine"
+        rows = await (
+            self._fetch(sql + " ORDER BY seq")
+            if workflow_id is None
+            else self._fetch(sql + " WHERE workflow_id = $1 ORDER BY seq", workflow_id)
+        )
+        return [
+            QuarantinedRow(workflow_id=str(r[0]), source=r[1], key=r[2], body=bytes(r[3]), error=r[4], at=r[5])
+            for r in rows
+        ]
 
     async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
         where: list[str] = []
@@ -556,9 +798,10 @@ class PostgresStore(Store):
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         params.append(limit)
         rows = await self._fetch(
-            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ${len(params)}", *params
+            f"SELECT id, {WORKFLOW_COLUMNS} FROM workflows {clause} ORDER BY created_at DESC LIMIT ${len(params)}",
+            *params,
         )
-        return [_dec_record(r[0]) for r in rows]
+        return [decode_workflow_row(str(r[0]), tuple(r)[1:])[0] for r in rows]
 
     async def table_counts(self) -> dict[str, int]:
         """Row counts per table (for tests and the CLI)."""
@@ -647,14 +890,34 @@ def _changes_state(op: Transition) -> bool:
 
 
 async def _rollback(conn: Any) -> None:
-    """Roll back the writer's transaction; a connection that cannot is dropped (the next write reconnects)."""
+    """Roll back the writer's transaction; a connection that cannot is dropped (the next write reconnects).
+
+    Whatever the rollback raises is swallowed: the error that made the attempt
+    fail goes on, never hidden by the rollback's own.
+    """
     if conn.is_closed():
         return  # the server rolled it back when the connection ended
     try:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.fail_after(10):
             await conn.execute("ROLLBACK")
-    except _DRIVER_ERRORS:
+    except Exception:
         conn.terminate()
+
+
+async def _fetch_once(pool: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    """One read on a pooled connection; one that is gone is closed, so the pool replaces it (the retry reads again)."""
+    async with pool.acquire() as conn:
+        try:
+            rows: list[Any] = await conn.fetch(sql, *args)
+        except Exception as exc:
+            if _connection_gone(exc):
+                conn.terminate()
+            raise
+    return rows
+
+
+def _ignore(payload: str) -> None:
+    """A LISTEN callback for a channel nobody asked to hear."""
 
 
 async def _keep_session(conn: Any) -> None:

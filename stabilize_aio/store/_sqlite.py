@@ -26,6 +26,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
+from .. import _faults
 from .._errors import (
     ConcurrencyError,
     CorruptDatabaseError,
@@ -35,14 +36,25 @@ from .._errors import (
     SchemaTooNewError,
     StoreError,
 )
-from .._messages import Durable, Event, durable_decoder
+from .._messages import Event
 from .._state import WorkflowRecord
 from .._status import WorkflowStatus
-from ._base import LoadedWorkflow, Op, ScheduleRow, Store, rows_for
-from ._base import decode_event as _dec_event
-from ._base import decode_record as _dec_record
-from ._base import decode_run as _dec_run
-from ._base import decode_spec as _dec_spec
+from ._base import (
+    EVENT_COLUMNS,
+    STAGE_COLUMNS,
+    WORKFLOW_COLUMNS,
+    LoadedWorkflow,
+    Op,
+    Pending,
+    QuarantinedRow,
+    ScheduleRow,
+    Store,
+    decode_event_row,
+    decode_loaded,
+    decode_pending,
+    decode_workflow_row,
+    rows_for,
+)
 from ._base import encode_row as _enc
 from ._base import migrations as dialect_migrations
 
@@ -58,9 +70,12 @@ _SQL = {
     " WHERE workflow_id = ? AND idx = ? AND version = ?",
     "outbox_delete": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
     "outbox_discard": "DELETE FROM outbox WHERE workflow_id = ? AND id = ?",
+    "outbox_purge": "DELETE FROM outbox WHERE workflow_id = ?",
     "outbox_insert": "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)"
     " VALUES (?, ?, ?, ?, ?, ?)",
     "event_insert": "INSERT INTO events (workflow_id, key, kind, stage, at, body) VALUES (?, ?, ?, ?, ?, ?)",
+    "stage_respec": "UPDATE stages SET spec = ? WHERE workflow_id = ? AND idx = ?",
+    "quarantine_insert": "INSERT INTO quarantine (workflow_id, source, key, body, error, at) VALUES (?, ?, ?, ?, ?, ?)",
 }
 _FENCED = ("wf_update", "stage_update", "outbox_delete")
 
@@ -201,6 +216,8 @@ class SqliteStore(Store):
         try:
             await conn.execute("BEGIN IMMEDIATE")
             try:
+                if _faults.armed:
+                    _faults.hit("writer.begin")
                 for key, sql in _SQL.items():  # the order of _SQL is the order of execution
                     batch = rows.batches[key]
                     if not batch:
@@ -208,6 +225,8 @@ class SqliteStore(Store):
                     cur = await conn.executemany(sql, batch)
                     if key in _FENCED and cur.rowcount != len(batch):
                         raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
+                if _faults.armed:
+                    _faults.hit("writer.commit")
                 await conn.execute("COMMIT")
             except BaseException as exc:
                 await _rollback(conn, exc)
@@ -230,37 +249,51 @@ class SqliteStore(Store):
             raise StoreError(f"SQLite read failed on {str(self.path)!r}: {exc}") from exc
 
     async def load(self, workflow_id: str) -> LoadedWorkflow | None:
-        rows = await self._fetch("SELECT body FROM workflows WHERE id = ?", (workflow_id,))
+        rows = await self._fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,))
         if not rows:
             return None
-        record = _dec_record(rows[0][0])
         stage_rows = await self._fetch(
-            "SELECT spec, run FROM stages WHERE workflow_id = ? ORDER BY idx", (workflow_id,)
+            f"SELECT {STAGE_COLUMNS} FROM stages WHERE workflow_id = ? ORDER BY idx", (workflow_id,)
         )
-        specs = [_dec_spec(r[0]) for r in stage_rows]
-        runs = [_dec_run(r[1]) for r in stage_rows]
-        return LoadedWorkflow(record=record, specs=specs, runs=runs)
+        return decode_loaded(workflow_id, rows[0], stage_rows)
 
-    async def pending_messages(self) -> list[tuple[str, Durable]]:
+    async def pending_messages(self) -> list[tuple[str, Pending]]:
         self.outbox_reads += 1
-        rows = await self._fetch("SELECT workflow_id, body FROM outbox ORDER BY deliver_at")
-        return [(r[0], durable_decoder.decode(r[1])) for r in rows]
+        rows = await self._fetch("SELECT workflow_id, id, body FROM outbox ORDER BY deliver_at")
+        return [(r[0], decode_pending(r[1], r[2])) for r in rows]
+
+    async def pending_for(self, workflow_id: str) -> list[Pending]:
+        self.outbox_reads += 1
+        rows = await self._fetch("SELECT id, body FROM outbox WHERE workflow_id = ? ORDER BY id", (workflow_id,))
+        return [decode_pending(r[0], r[1]) for r in rows]
 
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
-    ) -> list[tuple[str, Durable]]:
+    ) -> list[tuple[str, Pending]]:
         self.outbox_reads += 1
         start = after if after is not None else ("", "")
         rows = await self._fetch(
-            "SELECT workflow_id, body FROM outbox WHERE task_type = ? AND (deliver_at IS NULL OR deliver_at <= ?)"
+            "SELECT workflow_id, id, body FROM outbox WHERE task_type = ? AND (deliver_at IS NULL OR deliver_at <= ?)"
             " AND (workflow_id, id) > (?, ?) ORDER BY workflow_id, id LIMIT ?",
             (task_type, now, start[0], start[1], limit),
         )
-        return [(r[0], durable_decoder.decode(r[1])) for r in rows]
+        return [(r[0], decode_pending(r[1], r[2])) for r in rows]
 
     async def events(self, workflow_id: str) -> list[Event]:
-        rows = await self._fetch("SELECT body FROM events WHERE workflow_id = ? ORDER BY seq", (workflow_id,))
-        return [_dec_event(r[0]) for r in rows]
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
+        )
+        return [decode_event_row(r) for r in rows]
+
+    async def quarantined(self, workflow_id: str | None = None) -> list[QuarantinedRow]:
+        where, params = ("WHERE workflow_id = ?", (workflow_id,)) if workflow_id is not None else ("", ())
+        rows = await self._fetch(
+            f"SELECT workflow_id, source, key, body, error, at FROM quarantine {where} ORDER BY seq", params
+        )
+        return [
+            QuarantinedRow(workflow_id=r[0], source=r[1], key=r[2], body=bytes(r[3]), error=r[4], at=r[5])
+            for r in rows
+        ]
 
     async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
         out: dict[str, WorkflowStatus] = {}
@@ -316,10 +349,10 @@ class SqliteStore(Store):
             params.append(application)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._fetch(
-            f"SELECT body FROM workflows {clause} ORDER BY created_at DESC LIMIT ?",
+            f"SELECT id, {WORKFLOW_COLUMNS} FROM workflows {clause} ORDER BY created_at DESC LIMIT ?",
             [*params, limit],
         )
-        return [_dec_record(r[0]) for r in rows]
+        return [decode_workflow_row(str(r[0]), r[1:])[0] for r in rows]
 
     async def table_counts(self) -> dict[str, int]:
         """Row counts per table (for tests and the CLI)."""
