@@ -19,8 +19,10 @@ from ._errors import (
     DefinitionError,
     DuplicateStageError,
     EmptyWorkflowError,
+    InvalidIdError,
     UnknownRequisiteError,
 )
+from ._ids import check_id
 from ._status import WorkflowStatus
 
 
@@ -75,6 +77,10 @@ class Stage:
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
+        try:
+            check_id(ref_id, what="stage ref id")
+        except InvalidIdError as exc:
+            raise DefinitionError(f"stage {ref_id[:60]!r}: {exc}", stage=ref_id) from None
         if task is not None and tasks is not None:
             raise DefinitionError(f"stage {ref_id!r}: give either task= or tasks=, not both", stage=ref_id)
         names = (task,) if task is not None else tuple(tasks or ())
@@ -113,6 +119,11 @@ class Workflow:
     __slots__ = ("application", "name", "order", "stages")
 
     def __init__(self, *, application: str, name: str, stages: Sequence[Stage]) -> None:
+        for label, value in (("application", application), ("name", name)):
+            try:
+                check_id(value, what=f"workflow {label}")
+            except InvalidIdError as exc:
+                raise DefinitionError(str(exc)) from None
         self.application = application
         self.name = name
         self.stages: tuple[Stage, ...] = tuple(stages)

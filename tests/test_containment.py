@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from stabilize_aio import (
+    DefinitionError,
     Engine,
     EngineStateError,
     InvalidIdError,
@@ -452,3 +453,52 @@ async def test_a_stage_without_a_task_is_a_join_point_that_succeeds_when_ready(u
         view = await (await engine.submit(wf)).wait(WAIT)
     assert [S.SUCCEEDED] * 4 == [s.status for s in view.stages]
     assert {} == view.stage("gate").outputs
+
+
+# bug 6: a signal from another process, woken twice --------------------------------------------
+@pytest.mark.postgres
+async def test_repeated_wake_ups_apply_a_signal_once_and_drop_nothing_else(postgres_schema_url: str) -> None:
+    """Many wake-ups for signals sent from another process: each signal resumes its stage once, no turn is refused."""
+    url = postgres_schema_url
+    calls: Counter[str] = Counter()
+
+    async def gate(stage: StageView) -> TaskResult:
+        calls[f"{stage.ref_id}:{stage.context.get('_signal_name')}"] += 1
+        if "_signal_name" not in stage.context:
+            return TaskResult.suspend()
+        return TaskResult.success()
+
+    wf = Workflow(application="c", name="two", stages=[Stage("a", "gate"), Stage("b", "gate")])
+    owner = Engine(url, poll_interval=3600.0)
+    owner.register("gate", gate)
+    base, schema = url.split("?schema=")
+    raw = await asyncpg.connect(base, server_settings={"search_path": schema})
+    try:
+        async with owner, Engine(url, client=True) as client:
+            runs = [await owner.submit(wf) for _ in range(5)]
+            await owner.wait_idle()
+            channel = owner.store.wake_channel  # type: ignore[attr-defined]
+            for run in runs:
+                await client.signal(run.workflow_id, "a", "go")
+                await client.signal(run.workflow_id, "b", "go")
+                for _ in range(10):  # more wake-ups, each its own transaction (so none is merged)
+                    await raw.execute("SELECT pg_notify($1, $2)", channel, run.workflow_id)
+            views = [await owner.handle(r.workflow_id).wait(WAIT) for r in runs]
+            stats = owner.statistics().mailboxes
+    finally:
+        await raw.close()
+    assert [S.SUCCEEDED] * 5 == [v.status for v in views]
+    assert {"a:None": 5, "b:None": 5, "a:go": 5, "b:go": 5} == dict(calls)
+    assert stats is not None
+    assert 0 == stats.reloads  # no duplicate reached the fence
+
+
+def test_ref_ids_and_names_that_a_backend_cannot_carry_fail_at_the_door() -> None:
+    """A stage ref id or a workflow name with a NUL, a control character or over 255 bytes is a DefinitionError."""
+    for bad in ("a\x00b", "line\nbreak", "r" * 256):
+        with pytest.raises(DefinitionError, match="stage ref id"):
+            Stage(bad, "noop")
+    with pytest.raises(DefinitionError, match="workflow application"):
+        Workflow(application="x" * 300, name="n", stages=[Stage("a", "noop")])
+    with pytest.raises(DefinitionError, match="workflow name"):
+        Workflow(application="app", name="tab\there", stages=[Stage("a", "noop")])
