@@ -82,7 +82,6 @@ class LeaseKeeper:
         self.held: dict[int, int] = {}
         self.engines = 1
         self.gained = self.lost = self.released = 0
-        self.steps = 0
         self._changed = anyio.Event()
         self._poked = anyio.Event()  # another engine joined, left or released shards: step now
         self._stepping = anyio.Lock()  # a step and leave() never interleave
@@ -113,7 +112,6 @@ class LeaseKeeper:
             return
         async with self._stepping:
             if not self._left:
-                self.steps += 1
                 await self._step()
 
     async def _step(self) -> None:
