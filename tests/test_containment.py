@@ -368,9 +368,11 @@ async def test_stop_does_not_wait_for_a_thread_past_its_grace(tmp_path: Path) ->
             await anyio.to_thread.run_sync(started.wait, 10)
             await engine.stop(grace=0.1)
             returned_blocked = not release.is_set()
+            (pool,) = [p for p in engine.statistics().pools if p.task_type == "stuck"]
     finally:
         release.set()
     assert returned_blocked
+    assert (0, 1) == (pool.active, pool.cancelled)  # abandoned at the end of its grace, not waited for
 
 
 # bug 11: smaller stumbles ---------------------------------------------------------------------
