@@ -63,3 +63,11 @@ async def postgres_schema_url(postgres_url: str) -> AsyncIterator[str]:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         finally:
             await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of the parametrized backend: an SQLite file, or a migrated PostgreSQL schema."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_schema_url"))
+    return f"sqlite:///{tmp_path / 'engine.db'}"

@@ -41,12 +41,10 @@ S = WorkflowStatus
 WAIT = 30.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture
+def url(backend_url: str) -> str:
     """A fresh database of the parametrized backend."""
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_schema_url"))
-    return f"sqlite:///{tmp_path / 'engine.db'}"
+    return backend_url
 
 
 @pytest.fixture(autouse=True)

@@ -141,6 +141,19 @@ def expected_outputs(i: int) -> dict[str, dict[str, int]]:
     return {ref: {f"v_{ref}": value} for ref, value in values.items()}
 
 
+def check_all_succeeded_once(db: Path, count: int) -> dict[str, tuple[WorkflowView, list[Event]]]:
+    """Assert that runs ``wf-0..count-1`` all succeeded with the right outputs, each stage completed once."""
+    assert [] == query(db, "SELECT workflow_id, id FROM outbox")
+    ids = [f"wf-{i}" for i in range(count)]
+    state = anyio.run(final_state, db, ids)
+    assert dict.fromkeys(ids, WorkflowStatus.SUCCEEDED) == {wid: view.status for wid, (view, _) in state.items()}
+    for i, wid in enumerate(ids):
+        view, events = state[wid]
+        assert expected_outputs(i) == {s.ref_id: dict(s.outputs) for s in view.stages}, wid
+        assert {s.ref_id: 1 for s in view.stages} == completions_per_stage(events), wid
+    return state
+
+
 def stage_of(key: str) -> tuple[str, str]:
     """(workflow id, stage ref id) of an idempotency key ``<workflow>:<stage>:<task>:<generation>``."""
     workflow_id, ref_id, _, _ = key.split(":")
@@ -174,14 +187,7 @@ def test_sigkilled_engines_run_each_stage_once_and_rerun_only_work_in_flight(tmp
     Child(tmp_path, db, log, final_generation, "dag", str(WORKFLOWS)).finish()
 
     # The committed state: every run and stage succeeded, nothing is pending, outputs are right.
-    assert [] == query(db, "SELECT workflow_id, id FROM outbox")
-    ids = [f"wf-{i}" for i in range(WORKFLOWS)]
-    state = anyio.run(final_state, db, ids)
-    assert dict.fromkeys(ids, WorkflowStatus.SUCCEEDED) == {wid: view.status for wid, (view, _) in state.items()}
-    for i, wid in enumerate(ids):
-        view, events = state[wid]
-        assert expected_outputs(i) == {s.ref_id: dict(s.outputs) for s in view.stages}, wid
-        assert {s.ref_id: 1 for s in view.stages} == completions_per_stage(events), wid
+    state = check_all_succeeded_once(db, WORKFLOWS)
 
     # The side-effect log: which process started which task.
     lines = read_log(log)

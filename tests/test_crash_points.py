@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
-from test_crash import CHILD, completions_per_stage, expected_outputs, final_state, query
+from test_crash import CHILD, check_all_succeeded_once
 
-from stabilize_aio import WorkflowStatus
 from stabilize_aio.testing import crash_points
 
 WORKFLOWS = 12
@@ -41,14 +39,7 @@ def test_a_sigkill_at_each_fault_point_loses_nothing_and_repeats_no_step(tmp_pat
     assert -signal.SIGKILL == killed.returncode, killed.stderr
     done = run_child(db, log, 1, None)
     assert 0 == done.returncode, done.stderr
-    assert [] == query(db, "SELECT workflow_id, id FROM outbox")
-    ids = [f"wf-{i}" for i in range(WORKFLOWS)]
-    state = anyio.run(final_state, db, ids)
-    assert dict.fromkeys(ids, WorkflowStatus.SUCCEEDED) == {wid: view.status for wid, (view, _) in state.items()}
-    for i, wid in enumerate(ids):
-        view, events = state[wid]
-        assert expected_outputs(i) == {s.ref_id: dict(s.outputs) for s in view.stages}, wid
-        assert {s.ref_id: 1 for s in view.stages} == completions_per_stage(events), wid
+    check_all_succeeded_once(db, WORKFLOWS)
 
 
 def test_the_environment_variable_arms_points_in_a_child(tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ the overflow mark, so no refill ran again and some workflows waited for ever
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import pytest
 
@@ -21,12 +19,10 @@ ROUNDS = 50
 STRANDED = 20.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture
+def url(backend_url: str) -> str:
     """A fresh database of the parametrized backend."""
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_schema_url"))
-    return f"sqlite:///{tmp_path / 'overflow.db'}"
+    return backend_url
 
 
 async def short(stage: StageView) -> TaskResult:

@@ -28,6 +28,7 @@ import asyncpg
 import msgspec
 import pytest
 from storekit import running_store
+from test_leases import Inbox
 
 from stabilize_aio import (
     ConcurrencyError,
@@ -147,25 +148,6 @@ def bare(wid: str, name: str = "wf") -> NewWorkflow:
     """The op that submits a workflow without stages or rows (built past the door's checks)."""
     record = WorkflowRecord(id=wid, application="app", name=name, version=0, created_at=1.0)
     return NewWorkflow(record=record, specs=[], runs=[])
-
-
-class Inbox:
-    """What a ``listen`` callback received, with a way to wait for one payload."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self._arrived = anyio.Event()
-
-    def __call__(self, payload: str) -> None:
-        self.received.append(payload)
-        self._arrived.set()
-
-    async def wait_for(self, payload: str, timeout: float = 10.0) -> None:
-        """Wait until ``payload`` has arrived."""
-        with anyio.fail_after(timeout):
-            while payload not in self.received:
-                await self._arrived.wait()
-                self._arrived = anyio.Event()
 
 
 def in_shard(shard: int) -> str:
