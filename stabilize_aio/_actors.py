@@ -33,7 +33,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ from ._messages import (
     FailWorkflow,
     Message,
     ParkTask,
+    QuarantineRow,
     RunTask,
     SignalStage,
     StageTimeout,
@@ -103,7 +104,6 @@ class WorkflowActor:
     __slots__ = (
         "committing",
         "dispatched",
-        "failing",
         "failures",
         "ids",
         "inflight",
@@ -136,7 +136,6 @@ class WorkflowActor:
         self.recent: dict[str, None] = {}
         #: After a refused fence: the next load also drops mailbox rows the store no longer has.
         self.revalidate = False
-        self.failing = False  # a FailWorkflow turn is on its way (if it fails too, the actor gives up)
 
     @property
     def busy(self) -> bool:
@@ -316,17 +315,12 @@ class Dispatcher:
             return
         if loaded.damage:
             what = ", ".join(f"{row.source} {row.key}" for row in loaded.damage)
-            error = ErrorInfo.capped(
+            error = ErrorInfo.engine(
                 "UndecodableRow",
                 f"workflow {wid!r}: stored rows could not be decoded ({what}: {loaded.damage[0].error}); "
                 "their bytes were moved to the quarantine table",
-                attempt=0,
-                transient=False,
-                kind="engine",
             )
-            log.error("%s; it ends TERMINAL", error.message, extra={"workflow_id": wid})
-            actor.failing = True
-            actor.mailbox.appendleft(FailWorkflow(error=error, quarantine=loaded.damage, repair=loaded.repair))
+            self._fail(actor, error, (), damage=loaded.damage, repair=loaded.repair)
         self._step(actor)
 
     def _unknown(self, actor: WorkflowActor) -> None:
@@ -357,7 +351,7 @@ class Dispatcher:
                 if _faults.armed:
                     _faults.hit("actor.before_commit", actor.workflow_id)
             except Exception as exc:  # a handler bug or an illegal status change: this workflow fails
-                if not self._contain(actor, exc, "applying its messages"):
+                if not self._contain(actor, exc, "applying its messages", batch):
                     return
                 continue
             t = turn.t
@@ -388,7 +382,8 @@ class Dispatcher:
                     _faults.hit("actor.after_commit", actor.workflow_id)
                 state.apply(t)
                 actor.failures = 0
-                actor.failing = False
+                if t.finished and state.record.error is not None:
+                    self.failed += 1  # its FailWorkflow turn committed
                 if batch is not None:
                     self._settle(actor, batch, t)
                 self._after_commit(actor, state, t)
@@ -396,7 +391,7 @@ class Dispatcher:
                     _faults.hit("actor.after_effects", actor.workflow_id)
             except Exception as exc:  # the step is committed; acting on it failed: reload it, then fail it
                 actor.state = None
-                if not self._contain(actor, exc, "acting on a committed step"):
+                if not self._contain(actor, exc, "acting on a committed step", batch or ()):
                     return
         elif isinstance(error, LeaseLostError):
             log.warning("workflow %s: shard lease lost; its new owner continues", actor.workflow_id)
@@ -404,7 +399,7 @@ class Dispatcher:
             actor.ids.clear()
             actor.state = None
         elif isinstance(error, DataError):  # refused alone too: this workflow's data, not the database
-            if not self._contain(actor, error, "committing a step the database refused"):
+            if not self._contain(actor, error, "committing a step the database refused", batch or ()):
                 return
         elif isinstance(error, ConcurrencyError):
             actor.failures += 1
@@ -413,7 +408,7 @@ class Dispatcher:
             if batch is not None:
                 actor.mailbox.extendleft(reversed(batch))  # results are put back, not lost
             if actor.failures > _FENCE_FAILURES:
-                if not self._contain(actor, error, f"its turns failed their fence {actor.failures} times"):
+                if not self._contain(actor, error, f"its turns failed their fence {actor.failures} times", batch or ()):
                     return
             else:
                 log.warning("turn of %s refused by its fence (%s); reloading", actor.workflow_id, error)
@@ -433,39 +428,49 @@ class Dispatcher:
         while len(recent) > _RECENT:
             del recent[next(iter(recent))]
 
-    def _contain(self, actor: WorkflowActor, exc: BaseException, what: str) -> bool:
-        """A fault local to this workflow: replace its mailbox with one FailWorkflow turn.
+    def _contain(self, actor: WorkflowActor, exc: BaseException, what: str, batch: Sequence[Message]) -> bool:
+        """A fault local to this workflow while ``batch`` was its turn: fail the workflow (see :meth:`_fail`)."""
+        error = ErrorInfo.engine(
+            type(exc).__name__,
+            f"workflow {actor.workflow_id!r}: the engine failed {what}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        return self._fail(actor, error, batch, exc=exc)
 
-        Returns False when the actor gives up instead (its FailWorkflow turn failed
-        too): it leaves memory and its rows stay in the store.
+    def _fail(
+        self,
+        actor: WorkflowActor,
+        error: ErrorInfo,
+        batch: Sequence[Message],
+        *,
+        exc: BaseException | None = None,
+        damage: tuple[QuarantineRow, ...] = (),
+        repair: tuple[int, ...] = (),
+    ) -> bool:
+        """Replace the workflow's mailbox with one FailWorkflow turn that ends it TERMINAL with ``error``.
+
+        Undecodable rows among the messages dropped (the mailbox and the turn
+        ``batch`` that failed) go into the quarantine with ``damage``, so the
+        purge of its outbox loses none of their bytes. When ``batch`` was itself
+        a FailWorkflow turn, the actor gives up instead and returns False: it
+        leaves memory and its rows stay in the store (logged), so nothing loops.
         """
         wid = actor.workflow_id
-        if actor.failing:
+        if any(isinstance(m, FailWorkflow) for m in batch):
             log.error(
-                "workflow %s: could not end it after a fault (%r while %s); its rows stay in the store",
+                "workflow %s: could not end it after a fault (%s); its rows stay in the store",
                 wid,
-                exc,
-                what,
+                error.message,
                 extra={"workflow_id": wid},
             )
-            actor.failing = False
             self._forget(actor)
             return False
-        error = ErrorInfo.capped(
-            type(exc).__name__,
-            f"workflow {wid!r}: the engine failed {what}: {exc}",
-            attempt=0,
-            transient=False,
-            traceback="".join(traceback.format_exception(exc)),
-            kind="engine",
-        )
         log.error("%s; it ends TERMINAL", error.message, exc_info=exc, extra={"workflow_id": wid})
-        self.failed += 1
-        actor.failing = True
+        kept = tuple(m.row for m in (*batch, *actor.mailbox) if isinstance(m, Undecodable))
         actor.failures = 0
         actor.mailbox.clear()
         actor.ids.clear()
-        actor.mailbox.append(FailWorkflow(error=error))
+        actor.mailbox.append(FailWorkflow(error=error, quarantine=(*damage, *kept), repair=repair))
         return True
 
     def _after_commit(self, actor: WorkflowActor, state: WorkflowState, t: Transition) -> None:

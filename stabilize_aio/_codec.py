@@ -10,7 +10,7 @@ same whether it is read from memory or from the database, in any process.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -30,8 +30,3 @@ def plain(value: T, *, what: str, stage: str | None = None) -> T:
     except (TypeError, ValueError, OverflowError) as exc:
         where = f"stage {stage!r}: " if stage is not None else ""
         raise EncodingError(f"{where}{what} cannot be encoded: {exc}", stage=stage) from exc
-
-
-def check_encodable(value: Any, *, what: str, stage: str | None = None) -> None:
-    """Raise :class:`EncodingError` naming ``what`` if msgspec cannot encode ``value``."""
-    plain(value, what=what, stage=stage)

@@ -19,7 +19,6 @@ import enum
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -166,8 +165,7 @@ class Engine:
         self._pools: dict[str, TaskPool] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._owner_task: int | None = None  # the task that called start(): stop() must come from it
-        self._wake_queue: deque[str] = deque()
-        self._wake_queued: set[str] = set()  # in the queue (a second wake-up of one is dropped)
+        self._wake_queue: dict[str, None] = {}  # an ordered set: a second wake-up of a queued one is dropped
         self._picking: set[str] = set()  # their rows are being read
         self._pick_again: set[str] = set()  # woken again while being read
         self._wake_ready: anyio.Event | None = None
@@ -357,10 +355,7 @@ class Engine:
         Wake-ups of one workflow coalesce: one queued, at most one read at a time.
         """
         if self._life is _Life.RUNNING and self._membership.owns(workflow_id):
-            if workflow_id in self._wake_queued:
-                return
-            self._wake_queued.add(workflow_id)
-            self._wake_queue.append(workflow_id)
+            self._wake_queue[workflow_id] = None
             if self._wake_ready is not None:
                 self._wake_ready.set()
 
@@ -371,8 +366,8 @@ class Engine:
             if not self._wake_queue:
                 await self._wake_ready.wait()
             while self._wake_queue:
-                workflow_id = self._wake_queue.popleft()
-                self._wake_queued.discard(workflow_id)
+                workflow_id = next(iter(self._wake_queue))
+                del self._wake_queue[workflow_id]
                 if workflow_id in self._picking:
                     self._pick_again.add(workflow_id)  # read again once the read under way is done
                 elif self._tg is not None:

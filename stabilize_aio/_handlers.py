@@ -170,13 +170,10 @@ def fail(turn: Turn, msg: FailWorkflow) -> None:
 def _undecodable(turn: Turn, msg: Undecodable) -> None:
     """An outbox row that cannot be decoded: it moves to the quarantine table and its workflow fails."""
     turn.discard(msg.id)
-    error = ErrorInfo.capped(
+    error = ErrorInfo.engine(
         "UndecodableRow",
         f"workflow {turn.record.id!r}: outbox row {msg.id!r} could not be decoded ({msg.row.error}); "
         "its bytes were moved to the quarantine table",
-        attempt=0,
-        transient=False,
-        kind="engine",
     )
     fail(turn, FailWorkflow(error=error, quarantine=(msg.row,)))
 

@@ -99,6 +99,11 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     TRACEBACK_CAP = 8_000
 
     @classmethod
+    def engine(cls, type: str, message: str, *, traceback: str = "") -> ErrorInfo:
+        """An engine fault local to one workflow (``kind="engine"``, never transient), capped."""
+        return cls.capped(type, message, attempt=0, transient=False, traceback=traceback, kind="engine")
+
+    @classmethod
     def capped(
         cls, type: str, message: str, *, attempt: int, transient: bool, traceback: str = "", kind: str = "task"
     ) -> ErrorInfo:

@@ -240,6 +240,29 @@ async def test_an_undecodable_outbox_row_is_quarantined_and_fails_only_its_workf
         assert S.SUCCEEDED == (await (await again.submit(three())).wait(WAIT)).status
 
 
+async def test_undecodable_rows_of_a_turn_that_faults_still_reach_the_quarantine(url: str) -> None:
+    """A fault in the very turn that carried an undecodable row: the workflow fails and the row's bytes are kept."""
+    async with make(url) as engine:
+        run = await engine.submit(Workflow(application="c", name="w", stages=[Stage("a", "approve")]))
+        await engine.wait_idle()
+    insert = "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body) VALUES"
+    await corrupt(
+        url,
+        f"{insert} (?, 'signal:bad', NULL, 'x', NULL, ?)",
+        f"{insert} ($1, 'signal:bad', NULL, 'x', NULL, $2)",
+        run.workflow_id,
+        b"\xc1",
+    )
+    crash_points.arm("actor.before_commit", "raise", workflow=run.workflow_id)
+    async with make(url) as engine:
+        view = await engine.handle(run.workflow_id).wait(WAIT)
+        rows = await engine.store.quarantined(run.workflow_id)
+        left = await outbox_rows(engine, run.workflow_id)
+    assert (S.TERMINAL, "InjectedFault") == (view.status, view.error.type if view.error else None)
+    assert [("outbox", "signal:bad", b"\xc1")] == [(r.source, r.key, r.body) for r in rows]
+    assert 0 == left
+
+
 async def test_an_undecodable_stage_row_is_quarantined_and_its_workflow_fails_readably(url: str) -> None:
     """A damaged stage row of a live workflow: it ends TERMINAL, get() and list() still work, rows are repaired."""
     async with make(url) as engine:

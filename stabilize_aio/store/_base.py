@@ -173,14 +173,25 @@ def decode_loaded(workflow_id: str, wf_row: Sequence[Any], stage_rows: Sequence[
     return LoadedWorkflow(record=record, specs=specs, runs=runs, damage=tuple(damage), repair=tuple(repair))
 
 
-def decode_pending(row_id: str, body: Any) -> Pending:
+def decode_pending(workflow_id: str, row_id: str, body: Any) -> Pending:
     """An outbox row's message, or an :class:`Undecodable` in its place (delivered to its workflow)."""
     try:
         return durable_decoder.decode(body)
     except _BAD_ROW as exc:
-        log.error("outbox row %r cannot be decoded (%r); it goes to quarantine", row_id, exc)
+        log.error(
+            "workflow %s: outbox row %r cannot be decoded (%r); it goes to quarantine",
+            workflow_id,
+            row_id,
+            exc,
+            extra={"workflow_id": workflow_id},
+        )
         raw = bytes(body)
         return Undecodable(id=row_id, row=QuarantineRow(source="outbox", key=row_id, body=raw, error=repr(exc)))
+
+
+def decode_pending_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[str, Pending]]:
+    """``(workflow id, message)`` of outbox rows read as ``workflow_id, id, body``."""
+    return [(str(wid), decode_pending(str(wid), str(mid), body)) for wid, mid, body in rows]
 
 
 def decode_event_row(row: Sequence[Any]) -> Event:

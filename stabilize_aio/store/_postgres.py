@@ -72,6 +72,7 @@ from ._base import (
     decode_event_row,
     decode_loaded,
     decode_pending,
+    decode_pending_rows,
     decode_workflow_row,
     redact_url,
     rows_for,
@@ -738,7 +739,7 @@ class PostgresStore(Store):
         rows = await self._fetch(
             "SELECT id, body FROM outbox WHERE workflow_id = $1 ORDER BY deliver_at NULLS FIRST, id", workflow_id
         )
-        return [decode_pending(str(r[0]), r[1]) for r in rows]
+        return [decode_pending(workflow_id, str(r[0]), r[1]) for r in rows]
 
     async def load(self, workflow_id: str) -> LoadedWorkflow | None:
         rows = await self._fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1", workflow_id)
@@ -754,7 +755,7 @@ class PostgresStore(Store):
         rows = await self._fetch(
             "SELECT workflow_id, id, body FROM outbox ORDER BY deliver_at NULLS FIRST, workflow_id, id"
         )
-        return [(str(r[0]), decode_pending(str(r[1]), r[2])) for r in rows]
+        return decode_pending_rows(rows)
 
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
@@ -770,7 +771,7 @@ class PostgresStore(Store):
             start[1],
             limit,
         )
-        return [(str(r[0]), decode_pending(str(r[1]), r[2])) for r in rows]
+        return decode_pending_rows(rows)
 
     async def events(self, workflow_id: str) -> list[Event]:
         rows = await self._fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE workflow_id = $1 ORDER BY seq", workflow_id)

@@ -52,6 +52,7 @@ from ._base import (
     decode_event_row,
     decode_loaded,
     decode_pending,
+    decode_pending_rows,
     decode_workflow_row,
     rows_for,
 )
@@ -260,12 +261,12 @@ class SqliteStore(Store):
     async def pending_messages(self) -> list[tuple[str, Pending]]:
         self.outbox_reads += 1
         rows = await self._fetch("SELECT workflow_id, id, body FROM outbox ORDER BY deliver_at")
-        return [(r[0], decode_pending(r[1], r[2])) for r in rows]
+        return decode_pending_rows(rows)
 
     async def pending_for(self, workflow_id: str) -> list[Pending]:
         self.outbox_reads += 1
         rows = await self._fetch("SELECT id, body FROM outbox WHERE workflow_id = ? ORDER BY id", (workflow_id,))
-        return [decode_pending(r[0], r[1]) for r in rows]
+        return [decode_pending(workflow_id, r[0], r[1]) for r in rows]
 
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
@@ -277,7 +278,7 @@ class SqliteStore(Store):
             " AND (workflow_id, id) > (?, ?) ORDER BY workflow_id, id LIMIT ?",
             (task_type, now, start[0], start[1], limit),
         )
-        return [(r[0], decode_pending(r[1], r[2])) for r in rows]
+        return decode_pending_rows(rows)
 
     async def events(self, workflow_id: str) -> list[Event]:
         rows = await self._fetch(
