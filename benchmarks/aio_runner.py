@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowRun, WorkflowStatus
-from stabilize_aio._membership import LeaseKeeper
-from stabilize_aio.store._base import SHARDS
+from stabilize_aio.cluster.membership import LeaseKeeper
+from stabilize_aio.store.shards import SHARDS
 
 CONCURRENCY = 1_000
 

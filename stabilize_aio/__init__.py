@@ -5,8 +5,6 @@ This module only re-exports the public API; implementation lives in private modu
 
 from __future__ import annotations
 
-from ._breaker import CircuitBreakerPolicy as CircuitBreakerPolicy
-from ._breaker import CircuitState as CircuitState
 from ._engine import Engine as Engine
 from ._engine import EngineStatistics as EngineStatistics
 from ._engine import ScheduleInfo as ScheduleInfo
@@ -32,19 +30,21 @@ from ._errors import TransientError as TransientError
 from ._errors import UnknownRequisiteError as UnknownRequisiteError
 from ._errors import UnknownTaskError as UnknownTaskError
 from ._errors import WorkflowNotFound as WorkflowNotFound
-from ._messages import ErrorInfo as ErrorInfo
-from ._messages import Event as Event
-from ._model import Stage as Stage
-from ._model import TaskResult as TaskResult
-from ._model import Workflow as Workflow
-from ._registry import Task as Task
-from ._registry import TaskOptions as TaskOptions
-from ._retry import RetryPolicy as RetryPolicy
-from ._status import WorkflowStatus as WorkflowStatus
-from ._views import StageInfo as StageInfo
-from ._views import StageView as StageView
-from ._views import WorkflowSummary as WorkflowSummary
-from ._views import WorkflowView as WorkflowView
+from .model.definitions import Stage as Stage
+from .model.definitions import TaskResult as TaskResult
+from .model.definitions import Workflow as Workflow
+from .model.retry import RetryPolicy as RetryPolicy
+from .model.status import WorkflowStatus as WorkflowStatus
+from .model.values import ErrorInfo as ErrorInfo
+from .model.values import Event as Event
+from .model.views import StageInfo as StageInfo
+from .model.views import StageView as StageView
+from .model.views import WorkflowSummary as WorkflowSummary
+from .model.views import WorkflowView as WorkflowView
+from .pool.registry import Task as Task
+from .pool.registry import TaskOptions as TaskOptions
+from .resilience.breaker import CircuitBreakerPolicy as CircuitBreakerPolicy
+from .resilience.breaker import CircuitState as CircuitState
 
 __version__ = "0.1.0"
 

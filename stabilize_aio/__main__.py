@@ -1,5 +1,5 @@
 """``python -m stabilize_aio``: the command line."""
 
-from ._cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -27,11 +27,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from . import _handlers
-from ._actors import Dispatcher, MailboxStatistics
-from ._breaker import CircuitBreakerPolicy
 from ._codec import plain
-from ._cron import Cron, CronError
 from ._errors import (
     ConcurrencyError,
     DefinitionError,
@@ -42,18 +38,29 @@ from ._errors import (
     WorkflowNotFound,
 )
 from ._ids import check_id, derive, new_id
-from ._membership import LeaseKeeper, SoleOwner
-from ._messages import CancelWorkflow, Event, Signal, SignalStage, Undecodable
-from ._model import Workflow
-from ._pool import PoolStatistics, TaskPool
-from ._registry import TaskDefinition, make_definition
-from ._retry import RetryPolicy
-from ._state import StageRun, StageSpec, Transition, WorkflowRecord, WorkflowState
-from ._status import WorkflowStatus
-from ._timers import TimerService
-from ._views import WorkflowSummary, WorkflowView, view_of
+from .cluster.cron import Cron, CronError
+from .cluster.membership import LeaseKeeper, SoleOwner
+from .handlers import rules as _handlers
+from .messages.durable import CancelWorkflow, SignalStage
+from .messages.memory import Undecodable
+from .model.definitions import Workflow
+from .model.records import StageRun, StageSpec, WorkflowRecord
+from .model.retry import RetryPolicy
+from .model.status import WorkflowStatus
+from .model.values import Event, Signal
+from .model.views import WorkflowSummary, WorkflowView
+from .pool.pool import PoolStatistics, TaskPool
+from .pool.registry import TaskDefinition, make_definition
+from .resilience.breaker import CircuitBreakerPolicy
+from .runtime.dispatcher import Dispatcher, MailboxStatistics
+from .runtime.timers import TimerService
+from .state.commit import Transition
+from .state.views import view_of
+from .state.workflow import WorkflowState
 from .store import NewWorkflow, Store, StoreStatistics, store_from_url
-from .store._base import Pending, ScheduleRow, redact_url, shard_of
+from .store.protocol import Pending, ScheduleRow
+from .store.shards import shard_of
+from .store.url import redact_url
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])

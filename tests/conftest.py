@@ -50,7 +50,7 @@ async def postgres_url() -> str:
 @pytest.fixture
 async def postgres_schema_url(postgres_url: str) -> AsyncIterator[str]:
     """The URL of a fresh schema (``?schema=t_<random>``), migrated by ``upgrade()``; dropped afterwards."""
-    from stabilize_aio.store._postgres import upgrade  # noqa: PLC0415 - the driver only for PostgreSQL tests
+    from stabilize_aio.store.postgres.store import upgrade  # noqa: PLC0415 - the driver only for PostgreSQL tests
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     url = f"{postgres_url}?schema={schema}"

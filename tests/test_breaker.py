@@ -16,7 +16,7 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio._breaker import CircuitBreaker
+from stabilize_aio.resilience.breaker import CircuitBreaker
 
 
 class FakeClock:

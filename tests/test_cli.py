@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
-from stabilize_aio._cli import main
+from stabilize_aio.cli.main import main
 
 
 @pytest.mark.parametrize(

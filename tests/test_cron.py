@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stabilize_aio._cron import Cron, CronError
+from stabilize_aio.cluster.cron import Cron, CronError
 
 
 def at(text: str) -> float:

@@ -37,7 +37,7 @@ from stabilize_aio import (
     WorkflowNotFound,
     WorkflowStatus,
 )
-from stabilize_aio.store._sqlite import SqliteStore
+from stabilize_aio.store.sqlite.store import SqliteStore
 
 S = WorkflowStatus
 WAIT = 30.0  # seconds a run of a trivial workflow may take before the test fails

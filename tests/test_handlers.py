@@ -8,19 +8,12 @@ import pytest
 
 from stabilize_aio import RetryPolicy, Stage, TaskResult, Workflow, WorkflowStatus
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._handlers import handle
-from stabilize_aio._messages import (
-    CancelWorkflow,
-    ErrorInfo,
-    Message,
-    ParkTask,
-    RunTask,
-    StageTimeout,
-    StartWorkflow,
-    TaskDone,
-    TaskOutcome,
-)
-from stabilize_aio._state import Transition, WorkflowState
+from stabilize_aio.handlers.rules import handle
+from stabilize_aio.messages.durable import CancelWorkflow, RunTask, StageTimeout, StartWorkflow
+from stabilize_aio.messages.memory import Message, ParkTask, TaskDone, TaskOutcome
+from stabilize_aio.model.values import ErrorInfo
+from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.workflow import WorkflowState
 
 S = WorkflowStatus
 NO_WAIT = RetryPolicy(max_attempts=3, initial=1.0, multiplier=2.0, jitter=0.0)

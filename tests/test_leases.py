@@ -23,11 +23,12 @@ import pytest
 from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, LeaseLostError
-from stabilize_aio._messages import CancelWorkflow, StartWorkflow
-from stabilize_aio._state import Transition, WorkflowRecord
+from stabilize_aio.messages.durable import CancelWorkflow, StartWorkflow
+from stabilize_aio.model.records import WorkflowRecord
+from stabilize_aio.state.commit import Transition
 from stabilize_aio.store import NewWorkflow, upgrade
-from stabilize_aio.store._base import SHARDS, shard_of
-from stabilize_aio.store._postgres import PostgresStore
+from stabilize_aio.store.postgres.store import PostgresStore
+from stabilize_aio.store.shards import SHARDS, shard_of
 
 pytestmark = pytest.mark.postgres
 

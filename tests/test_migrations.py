@@ -22,9 +22,9 @@ import asyncpg
 import pytest
 
 from stabilize_aio import ForeignDatabaseError, SchemaTooNewError, StoreError
-from stabilize_aio.store import _postgres as pg
-from stabilize_aio.store import _sqlite as lite
 from stabilize_aio.store import store_from_url, upgrade
+from stabilize_aio.store.postgres import store as pg
+from stabilize_aio.store.sqlite import store as lite
 
 Catalog = dict[str, list[tuple[Any, ...]]]
 OUR_TABLES = {

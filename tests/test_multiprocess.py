@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
-from stabilize_aio._membership import LeaseKeeper
-from stabilize_aio.store._base import SHARDS, shard_of
+from stabilize_aio.cluster.membership import LeaseKeeper
+from stabilize_aio.store.shards import SHARDS, shard_of
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.postgres

@@ -41,12 +41,14 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._membership import LeaseKeeper
-from stabilize_aio._messages import CancelWorkflow, Event, StartWorkflow
-from stabilize_aio._state import Transition, WorkflowRecord
+from stabilize_aio.cluster.membership import LeaseKeeper
+from stabilize_aio.messages.durable import CancelWorkflow, StartWorkflow
+from stabilize_aio.model.records import WorkflowRecord
+from stabilize_aio.model.values import Event
+from stabilize_aio.state.commit import Transition
 from stabilize_aio.store import NewWorkflow
-from stabilize_aio.store._base import SHARDS, shard_of
-from stabilize_aio.store._postgres import PostgresStore
+from stabilize_aio.store.postgres.store import PostgresStore
+from stabilize_aio.store.shards import SHARDS, shard_of
 
 pytestmark = pytest.mark.postgres
 

@@ -41,9 +41,11 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._handlers import handle
-from stabilize_aio._messages import Durable, Message, RunTask, StartWorkflow, TaskDone, TaskOutcome
-from stabilize_aio._state import Transition, WorkflowState
+from stabilize_aio.handlers.rules import handle
+from stabilize_aio.messages.durable import Durable, RunTask, StartWorkflow
+from stabilize_aio.messages.memory import Message, TaskDone, TaskOutcome
+from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.workflow import WorkflowState
 from stabilize_aio.testing import running_engine
 
 S = WorkflowStatus

@@ -47,9 +47,9 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._messages import StartWorkflow
+from stabilize_aio.messages.durable import StartWorkflow
 from stabilize_aio.store import NewWorkflow, store_from_url
-from stabilize_aio.store._sqlite import SqliteStore
+from stabilize_aio.store.sqlite.store import SqliteStore
 
 WAIT = 30.0  # seconds a trivial run, or a child engine's start, may take before the test fails
 FULL = "database or disk is full"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stabilize_aio import WorkflowStatus
-from stabilize_aio._state import StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
-from stabilize_aio._status import VALID_TRANSITIONS, InvalidTransitionError, allowed, transition
+from stabilize_aio.model.records import StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
+from stabilize_aio.model.status import VALID_TRANSITIONS, InvalidTransitionError, allowed, transition
 
 S = WorkflowStatus
 PACKAGE = Path(__file__).resolve().parent.parent / "stabilize_aio"
@@ -112,13 +112,14 @@ def _status_assignments(path: Path) -> list[int]:
     return lines
 
 
-def test_only_the_state_module_writes_statuses() -> None:
-    """No module but _state.py rebuilds a record with a new status (all go through transition())."""
+def test_only_the_records_module_writes_statuses() -> None:
+    """No module but model/records.py rebuilds a record with a new status (all go through transition())."""
+    records = PACKAGE / "model" / "records.py"
     offenders = {
         str(path.relative_to(PACKAGE)): lines
         for path in PACKAGE.rglob("*.py")
-        if path.name != "_state.py" and (lines := _status_assignments(path))
+        if path != records and (lines := _status_assignments(path))
     }
     assert {} == offenders
-    state_lines = _status_assignments(PACKAGE / "_state.py")
+    state_lines = _status_assignments(records)
     assert 2 == len(state_lines)  # set_stage_status and set_workflow_status, both after transition()

@@ -20,9 +20,10 @@ from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._handlers import handle
-from stabilize_aio._messages import CancelWorkflow, RunTask, StartWorkflow
-from stabilize_aio._state import Transition, WorkflowState
+from stabilize_aio.handlers.rules import handle
+from stabilize_aio.messages.durable import CancelWorkflow, RunTask, StartWorkflow
+from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.workflow import WorkflowState
 from stabilize_aio.store import NewWorkflow, Store, store_from_url
 
 S = WorkflowStatus

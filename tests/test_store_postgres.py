@@ -23,9 +23,9 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio._messages import StartWorkflow
+from stabilize_aio.messages.durable import StartWorkflow
 from stabilize_aio.store import NewWorkflow, store_from_url
-from stabilize_aio.store._postgres import PostgresStore
+from stabilize_aio.store.postgres.store import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
-from ._base import LoadedWorkflow as LoadedWorkflow
-from ._base import NewWorkflow as NewWorkflow
-from ._base import Store as Store
-from ._base import StoreStatistics as StoreStatistics
+from .protocol import LoadedWorkflow as LoadedWorkflow
+from .protocol import NewWorkflow as NewWorkflow
+from .protocol import Store as Store
+from .protocol import StoreStatistics as StoreStatistics
 
 __all__ = ("LoadedWorkflow", "NewWorkflow", "Store", "StoreStatistics", "store_from_url", "upgrade")
 
@@ -37,11 +37,11 @@ def store_from_url(url: str) -> Store:
                 " (':memory:' has no WAL)"
             )
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        from ._sqlite import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
+        from .sqlite.store import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 
         return SqliteStore(path, synchronous=options.get("synchronous", "FULL"))
     if parsed.scheme in _POSTGRES:
-        from ._postgres import PostgresStore  # noqa: PLC0415 - a driver is imported only when its URL is used
+        from .postgres.store import PostgresStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 
         return PostgresStore(url)
     raise ValueError(f"unknown store URL scheme {parsed.scheme!r} in {url!r}")
@@ -54,7 +54,7 @@ async def upgrade(url: str) -> list[int]:
     an SQLite file is also migrated by the engine when it starts.
     """
     if urlparse(url).scheme in _POSTGRES:
-        from ._postgres import upgrade as upgrade_postgres  # noqa: PLC0415 - imported only when its URL is used
+        from .postgres.store import upgrade as upgrade_postgres  # noqa: PLC0415 - imported only when its URL is used
 
         return await upgrade_postgres(url)
     store = store_from_url(url)

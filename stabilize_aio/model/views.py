@@ -1,4 +1,4 @@
-"""Read-only views handed to tasks and returned by queries."""
+"""What users and tasks see: :class:`StageView` (a task's input), workflow views and summaries."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 import msgspec
 
-from ._messages import ErrorInfo
-from ._state import WorkflowState
-from ._status import WorkflowStatus
+from .status import WorkflowStatus
+from .values import ErrorInfo
 
 
 class StageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -97,35 +96,3 @@ class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         for s in self.stages:
             merged.update(s.outputs)
         return merged
-
-
-def view_of(state: WorkflowState) -> WorkflowView:
-    """Build a WorkflowView from a workflow's state."""
-    r = state.record
-    stages = tuple(
-        StageInfo(
-            ref_id=spec.ref_id,
-            name=spec.name,
-            status=run.status,
-            context=state.stage_context(spec.index),
-            outputs=dict(run.outputs),
-            error=run.error,
-            attempt=run.attempt,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-        )
-        for spec, run in zip(state.specs, state.runs, strict=True)
-    )
-    return WorkflowView(
-        workflow_id=r.id,
-        application=r.application,
-        name=r.name,
-        status=r.status,
-        inputs=dict(r.inputs),
-        stages=stages,
-        created_at=r.created_at,
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        cancel_reason=r.cancel_reason,
-        error=r.error,
-    )

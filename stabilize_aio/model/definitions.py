@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from ._codec import plain
-from ._errors import (
+from .._codec import plain
+from .._errors import (
     CycleError,
     DefinitionError,
     DuplicateStageError,
@@ -22,8 +22,8 @@ from ._errors import (
     InvalidIdError,
     UnknownRequisiteError,
 )
-from ._ids import check_id
-from ._status import WorkflowStatus
+from .._ids import check_id
+from .status import WorkflowStatus
 
 
 class Stage:

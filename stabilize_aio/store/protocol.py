@@ -1,34 +1,23 @@
-"""The Store contract every backend implements, and the group writer they share.
-
-A store persists workflows, stages and the outbox. Writes arrive as *ops*
-(a new workflow, or one actor turn's :class:`~stabilize_aio._state.Transition`)
-and are grouped: the writer takes everything queued, commits it in one
-transaction with one statement batch per table, and wakes each op's caller.
-If a group fails its fences (a consumed row already gone, a row at another
-version), it is rolled back and replayed op by op so only the offending op is
-refused with :class:`~stabilize_aio.ConcurrencyError`.
-"""
+"""The Store contract every backend implements, and the group writer they share."""
 
 from __future__ import annotations
 
 import logging
-import time
-import zlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
-from importlib import resources
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
 from .._errors import ConcurrencyError, DataError, StoreError
-from .._messages import Durable, Event, QuarantineRow, Undecodable, durable_decoder
-from .._state import StageRun, StageSpec, Transition, WorkflowRecord
-from .._status import WorkflowStatus
+from ..messages.durable import Durable
+from ..messages.memory import Undecodable
+from ..model.records import StageRun, StageSpec, WorkflowRecord
+from ..model.status import WorkflowStatus
+from ..model.values import Event, QuarantineRow
+from ..state.commit import Transition
 
 log = logging.getLogger("stabilize_aio.store")
 
@@ -98,118 +87,6 @@ class QuarantinedRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 #: A pending outbox row as read: its message, or the undecodable row in its place.
 Pending = Durable | Undecodable
-
-
-#: One msgpack encoder and the record decoders every SQL store uses, built once.
-encode_row = msgspec.msgpack.Encoder().encode
-decode_record = msgspec.msgpack.Decoder(WorkflowRecord).decode
-decode_spec = msgspec.msgpack.Decoder(StageSpec).decode
-decode_run = msgspec.msgpack.Decoder(StageRun).decode
-decode_event = msgspec.msgpack.Decoder(Event).decode
-
-_BAD_ROW = (msgspec.DecodeError, ValueError, TypeError)
-
-#: The columns every SQL store reads with a workflow's body, and with a stage's spec and run
-#: (the plain columns make a placeholder when a body cannot be decoded).
-WORKFLOW_COLUMNS = "body, application, name, status, version, created_at, ended_at"
-STAGE_COLUMNS = "idx, ref_id, status, version, spec, run"
-EVENT_COLUMNS = "body, key, kind, stage, at"
-
-
-def _status(value: Any) -> WorkflowStatus:
-    try:
-        return WorkflowStatus(value)
-    except ValueError:
-        return WorkflowStatus.TERMINAL
-
-
-def decode_workflow_row(workflow_id: str, row: Sequence[Any]) -> tuple[WorkflowRecord, QuarantineRow | None]:
-    """A workflow record from ``WORKFLOW_COLUMNS``; a placeholder (and the damage) if its body is bad."""
-    body = bytes(row[0])
-    try:
-        record = decode_record(body)
-        if record.id != workflow_id:
-            raise ValueError(f"the body is of workflow {record.id!r}")
-        return record, None
-    except _BAD_ROW as exc:
-        placeholder = WorkflowRecord(
-            id=workflow_id,
-            application=str(row[1]),
-            name=str(row[2]),
-            status=_status(row[3]),
-            version=int(row[4]),
-            created_at=float(row[5]),
-            ended_at=None if row[6] is None else float(row[6]),
-        )
-        return placeholder, QuarantineRow(source="workflows", key="body", body=body, error=repr(exc))
-
-
-def decode_loaded(workflow_id: str, wf_row: Sequence[Any], stage_rows: Sequence[Sequence[Any]]) -> LoadedWorkflow:
-    """A workflow from its rows (``WORKFLOW_COLUMNS``, then ``STAGE_COLUMNS`` by index), never raising for bad rows."""
-    record, bad = decode_workflow_row(workflow_id, wf_row)
-    damage = [bad] if bad is not None else []
-    repair: list[int] = []
-    specs: list[StageSpec] = []
-    runs: list[StageRun] = []
-    for idx, ref_id, status, version, spec_body, run_body in stage_rows:
-        index = int(idx)
-        try:
-            spec = decode_spec(spec_body)
-            if spec.index != index or any(r >= len(stage_rows) or r < 0 for r in spec.requisites):
-                raise ValueError(f"the spec is of stage {spec.index} with requisites {spec.requisites}")
-        except _BAD_ROW as exc:
-            spec = StageSpec(ref_id=str(ref_id), index=index, name=str(ref_id), tasks=(), context={}, requisites=())
-            damage.append(QuarantineRow(source="stages.spec", key=str(index), body=bytes(spec_body), error=repr(exc)))
-            repair.append(index)
-        try:
-            run = decode_run(run_body)
-        except _BAD_ROW as exc:
-            run = StageRun(status=_status(status), version=int(version))
-            damage.append(QuarantineRow(source="stages.run", key=str(index), body=bytes(run_body), error=repr(exc)))
-            if index not in repair:
-                repair.append(index)
-        specs.append(spec)
-        runs.append(run)
-    return LoadedWorkflow(record=record, specs=specs, runs=runs, damage=tuple(damage), repair=tuple(repair))
-
-
-def decode_pending(workflow_id: str, row_id: str, body: Any) -> Pending:
-    """An outbox row's message, or an :class:`Undecodable` in its place (delivered to its workflow)."""
-    try:
-        return durable_decoder.decode(body)
-    except _BAD_ROW as exc:
-        log.error(
-            "workflow %s: outbox row %r cannot be decoded (%r); it goes to quarantine",
-            workflow_id,
-            row_id,
-            exc,
-            extra={"workflow_id": workflow_id},
-        )
-        raw = bytes(body)
-        return Undecodable(id=row_id, row=QuarantineRow(source="outbox", key=row_id, body=raw, error=repr(exc)))
-
-
-def decode_pending_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[str, Pending]]:
-    """``(workflow id, message)`` of outbox rows read as ``workflow_id, id, body``."""
-    return [(str(wid), decode_pending(str(wid), str(mid), body)) for wid, mid, body in rows]
-
-
-def decode_event_row(row: Sequence[Any]) -> Event:
-    """A history event from ``EVENT_COLUMNS``; one built from its columns if its body is bad."""
-    try:
-        return decode_event(row[0])
-    except _BAD_ROW:
-        return Event(key=str(row[1]), kind=str(row[2]), stage=row[3], at=float(row[4]), message="undecodable event")
-
-
-#: Workflows are spread over this many shards; a process owns the actors of the shards it leases.
-SHARDS = 32
-
-
-def shard_of(workflow_id: str) -> int:
-    """The shard of a workflow: a stable hash of its id (the same in every process and release)."""
-    return zlib.crc32(workflow_id.encode()) % SHARDS
-
 
 #: Called by the group writer right after an op's group committed (None) or failed (the error).
 Then = Callable[[BaseException | None], None]
@@ -457,124 +334,3 @@ class Store(ABC):
             largest_group=self.largest_group,
             queued=len(self._queue),
         )
-
-
-class Rows:
-    """Ops flattened into per-statement parameter rows, and the bytes they carry."""
-
-    __slots__ = ("batches", "nbytes")
-
-    def __init__(self) -> None:
-        self.batches: dict[str, list[tuple[Any, ...]]] = {
-            "wf_insert": [],
-            "stage_insert": [],
-            "wf_update": [],
-            "stage_update": [],
-            "outbox_delete": [],
-            "outbox_discard": [],
-            "outbox_purge": [],
-            "outbox_insert": [],
-            "event_insert": [],
-            "stage_respec": [],
-            "quarantine_insert": [],
-        }
-        self.nbytes = 0  # the encoded blobs written: what O(1) writes per step is measured by
-
-
-def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
-    """Flatten ops into per-statement parameter rows (shared by the SQL stores)."""
-    rows = Rows()
-    out = rows.batches
-    nbytes = 0
-
-    def enc(value: Any) -> bytes:
-        nonlocal nbytes
-        data = encode(value)
-        nbytes += len(data)
-        return data
-
-    for item in ops:
-        try:
-            _add_rows(out, item, enc)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            wid = item.record.id if isinstance(item, NewWorkflow) else item.workflow_id
-            raise DataError(f"workflow {wid!r}: a row of this write cannot be encoded: {exc}") from exc
-    rows.nbytes = nbytes
-    return rows
-
-
-def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[Any], bytes]) -> None:
-    """Append one op's parameter rows to the per-statement batches."""
-    op: Transition
-    if isinstance(item, NewWorkflow):
-        # The start turn committed with the insert is folded into it: the rows go in
-        # as the turn leaves them (no UPDATE of rows inserted a moment before).
-        begin = item.begin
-        r = item.record if begin is None or begin.workflow is None else begin.workflow
-        out["wf_insert"].append(
-            (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
-        )
-        changed = begin.stages if begin is not None else {}
-        for spec, initial in zip(item.specs, item.runs, strict=True):
-            run = changed.get(spec.index, initial)
-            out["stage_insert"].append(
-                (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
-            )
-        if item.start is not None:
-            out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
-        if begin is None:
-            return
-        if begin.consumed or begin.discarded:
-            raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
-        op = msgspec.structs.replace(begin, workflow=None, stages={})  # its rows and events remain
-    else:
-        op = item
-    wid = op.workflow_id
-    if op.workflow is not None:
-        r = op.workflow
-        out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
-    for idx, run in op.stages.items():
-        out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
-    for mid in op.consumed:
-        out["outbox_delete"].append((wid, mid))
-    for mid in op.discarded:
-        out["outbox_discard"].append((wid, mid))
-    for msg in op.emitted:
-        out["outbox_insert"].append(_outbox_row(wid, msg, enc))
-    for ev in op.events:
-        out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
-    if op.purge:
-        out["outbox_purge"].append((wid,))
-    for idx, spec in op.respecs.items():
-        out["stage_respec"].append((enc(spec), wid, idx))
-    for bad in op.quarantine:
-        out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, time.time()))
-
-
-def migrations(dialect: str) -> list[tuple[int, str]]:
-    """The numbered migrations of a dialect (``sqlite``, ``postgres``) shipped with the package, in order."""
-    folder = resources.files("stabilize_aio.store").joinpath("sql", dialect)
-    found = [(int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql")]
-    return sorted(found)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password masked, for logs, reprs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def _base_version(op: Transition, idx: int) -> int:
-    """The version the stage row must have before this turn (fence)."""
-    base = op.base_versions.get(idx)
-    if base is None:
-        raise StoreError(f"transition for {op.workflow_id!r} lacks the base version of stage {idx}")
-    return base
-
-
-def _outbox_row(wid: str, msg: Durable, enc: Any) -> tuple[Any, ...]:
-    task_type = getattr(msg, "task_type", None)
-    return (wid, msg.id, msg.deliver_at, type(msg).__name__, task_type, enc(msg))

@@ -12,14 +12,15 @@ from collections import Counter
 
 import anyio
 
-from ._engine import Engine
-from ._errors import TransientError
-from ._model import Stage, TaskResult, Workflow
-from ._status import WorkflowStatus
-from ._views import StageView, WorkflowView
+from .._engine import Engine
+from .._errors import TransientError
+from ..model.definitions import Stage, TaskResult, Workflow
+from ..model.status import WorkflowStatus
+from ..model.views import StageView, WorkflowView
 
 #: At most this many runs are shown one line each; more are shown as counts by status.
 DETAIL_LIMIT = 10
+
 #: The most runs the demo takes. Its tasks sleep 0.1-0.5 s at concurrency 10, so 1,000 runs
 #: already take over a minute; a load test belongs in benchmarks/run.py, not in the demo.
 MAX_WORKFLOWS = 1_000

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._messages import Durable
+from ..messages.durable import Durable
 
 
 class TimerService:

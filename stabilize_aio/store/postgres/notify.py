@@ -28,12 +28,13 @@ from typing import Any
 import anyio
 import tenacity
 
-from ._base import NewWorkflow, Op
+from ..protocol import NewWorkflow, Op
 
 log = logging.getLogger("stabilize_aio.store")
 
 #: One notification per workflow id, sent by a group's transaction.
 NOTIFY = "SELECT pg_notify($1::text, w) FROM unnest($2::text[]) AS w"
+
 #: Longest channel name PostgreSQL keeps (NAMEDATALEN - 1).
 CHANNEL_MAX = 63
 

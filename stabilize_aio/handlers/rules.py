@@ -19,22 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._messages import (
-    CancelWorkflow,
-    ErrorInfo,
-    FailWorkflow,
-    Message,
-    ParkTask,
-    RunTask,
-    Signal,
-    SignalStage,
-    StageTimeout,
-    StartWorkflow,
-    TaskDone,
-    Undecodable,
-)
-from ._state import LIVE, StageRun, Transition, Turn, WorkflowState
-from ._status import WorkflowStatus
+from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout, StartWorkflow
+from ..messages.memory import FailWorkflow, Message, ParkTask, TaskDone, Undecodable
+from ..model.records import LIVE, StageRun
+from ..model.status import WorkflowStatus
+from ..model.values import ErrorInfo, Signal
+from ..state.commit import Transition
+from ..state.turn import Turn
+from ..state.workflow import WorkflowState
 
 S = WorkflowStatus
 
@@ -69,9 +61,6 @@ def apply(turn: Turn, message: Message) -> None:
             _undecodable(turn, message)
         case _:
             raise TypeError(f"no handler for message {type(message).__name__}")
-
-
-# workflow ------------------------------------------------------------------
 
 
 def begin(state: WorkflowState, now: float) -> Transition:
@@ -195,9 +184,6 @@ def _maybe_complete(turn: Turn) -> None:
     _finish(turn, final)
 
 
-# stages --------------------------------------------------------------------
-
-
 def _start_stage(turn: Turn, i: int) -> None:
     spec = turn.spec(i)
     run = turn.run(i)
@@ -269,9 +255,6 @@ def _stage_timeout(turn: Turn, msg: StageTimeout) -> None:
         transient=False,
     )
     _complete_stage(turn, msg.stage, spec.failure_status(), error)
-
-
-# tasks ---------------------------------------------------------------------
 
 
 def _current(turn: Turn, run_msg: RunTask) -> StageRun | None:

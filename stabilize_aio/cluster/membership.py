@@ -40,8 +40,8 @@ from types import MappingProxyType
 
 import anyio
 
-from .store import Store
-from .store._base import SHARDS, shard_of
+from ..store import Store
+from ..store.shards import SHARDS, shard_of
 
 log = logging.getLogger("stabilize_aio.membership")
 

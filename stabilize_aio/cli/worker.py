@@ -24,8 +24,8 @@ from typing import Any
 
 import anyio
 
-from ._engine import Engine
-from .store._base import redact_url
+from .._engine import Engine
+from ..store.url import redact_url
 
 log = logging.getLogger("stabilize_aio.worker")
 

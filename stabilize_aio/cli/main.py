@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import anyio
 
-from . import _demo
-from ._errors import StoreError
-from ._worker import run_worker
-from .store import upgrade
-from .store._base import redact_url
+from .._errors import StoreError
+from ..store import upgrade
+from ..store.url import redact_url
+from . import demo as _demo
+from .worker import run_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

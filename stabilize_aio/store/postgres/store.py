@@ -47,49 +47,40 @@ import asyncpg
 import msgspec
 import tenacity
 
-from .. import _faults
-from .._errors import (
-    ConcurrencyError,
-    DataError,
-    ForeignDatabaseError,
-    LeaseLostError,
-    SchemaTooNewError,
-    StoreError,
-)
-from .._messages import Event
-from .._state import Transition, WorkflowRecord
-from .._status import WorkflowStatus
-from ._base import (
+from ... import _faults
+from ..._errors import ConcurrencyError, DataError, ForeignDatabaseError, LeaseLostError, SchemaTooNewError, StoreError
+from ...model.records import WorkflowRecord
+from ...model.status import WorkflowStatus
+from ...model.values import Event
+from ...state.commit import Transition
+from ..decode import (
     EVENT_COLUMNS,
     STAGE_COLUMNS,
     WORKFLOW_COLUMNS,
-    LoadedWorkflow,
-    Op,
-    Pending,
-    QuarantinedRow,
-    ScheduleRow,
-    Store,
     decode_event_row,
     decode_loaded,
     decode_pending,
     decode_pending_rows,
     decode_workflow_row,
-    redact_url,
-    rows_for,
-    shard_of,
 )
-from ._base import encode_row as _enc
-from ._base import migrations as dialect_migrations
-from ._pg_notify import NOTIFY, Listener, channel, notifications
+from ..decode import encode_row as _enc
+from ..migrate import migrations as dialect_migrations
+from ..protocol import LoadedWorkflow, Op, Pending, QuarantinedRow, ScheduleRow, Store
+from ..rows import rows_for
+from ..shards import shard_of
+from ..url import redact_url
+from .notify import NOTIFY, Listener, channel, notifications
 
 log = logging.getLogger("stabilize_aio.store")
 
 APP_ID = "stabilize_aio"
+
 TABLES = ("stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules", "quarantine")
+
 #: The key of the transaction-level advisory lock every migration takes ("stabilz").
 MIGRATION_LOCK = int.from_bytes(b"stabilz", "big")
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # One set-based statement per table: parameter $n is the array of column n of
 # the batch that rows_for() built for the key. The order is the order of execution.
@@ -120,9 +111,11 @@ _SQL = {
     "quarantine_insert": "INSERT INTO quarantine (workflow_id, source, key, body, error, at)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[])",
 }
+
 # A row that is not there (or at another version) fails the whole group; a
 # discard is a late or repeated command and may find nothing.
 _FENCED = ("wf_update", "stage_update", "outbox_delete")
+
 # Errors after which the same work may succeed: the transaction lost a
 # serialization race or a deadlock, or the connection went away.
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -135,11 +128,14 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
 # SQLSTATE classes of errors about one op's data, not the database: 22 data exception
 # (a NUL byte, a bad encoding, a value out of range), 54 program limit exceeded (an
 # index row too big), 23 integrity violation (but a unique violation is a fence).
 _DATA_CLASSES = ("22", "54", "23")
+
 _UNIQUE_VIOLATION = "23505"
 
 
@@ -207,6 +203,7 @@ def _guarded(op: Op) -> bool:
 # Leases. Every time is the database clock's (``_NOW``), so machines' clocks never
 # matter; lease rows are locked in shard order, so two statements never deadlock.
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
+
 # Count the engines seen within a lease (this one included), forget those silent for three.
 # An engine that joins (it was not counted: no row, or a row older than a lease) tells
 # the others on the members channel ($3), in the same statement: they rebalance at once.
@@ -226,6 +223,7 @@ joined AS (
 SELECT 1 + (SELECT count(*) FROM engines AS e, now WHERE e.owner <> $1::text AND e.seen_at >= now.t - $2::float8),
     (SELECT count(*) FROM joined)
 """
+
 # Take up to $2 free or expired shards, lowest first; rows another claimer (or a
 # committing writer's fence) has locked are skipped, never waited for.
 _CLAIM = f"""
@@ -237,6 +235,7 @@ UPDATE leases AS l SET owner = $1::text, epoch = l.epoch + 1, expires_at = {_NOW
 FROM free WHERE l.shard = free.shard
 RETURNING l.shard, l.epoch
 """
+
 # Extend the leases still held at the epochs claimed; the shards not returned are lost.
 _RENEW = f"""
 WITH held AS (
@@ -247,6 +246,7 @@ WITH held AS (
 UPDATE leases AS l SET expires_at = {_NOW} + $4::float8 FROM held WHERE l.shard = held.shard
 RETURNING l.shard
 """
+
 # Hand leases back; if any was freed, tell the members channel ($3) so a claimer takes them at once.
 _RELEASE = """
 WITH mine AS (
@@ -256,6 +256,7 @@ WITH mine AS (
 freed AS (UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.shard = mine.shard RETURNING l.shard)
 SELECT pg_notify($3::text, $1::text) WHERE EXISTS (SELECT 1 FROM freed)
 """
+
 # A graceful stop: every lease of the owner handed back and its engine row gone, one
 # statement and one notification ($2), so the others count one engine fewer and claim
 # the freed shards in the same step.
@@ -265,6 +266,7 @@ freed AS (UPDATE leases AS l SET owner = NULL, expires_at = 0 FROM mine WHERE l.
 gone AS (DELETE FROM engines WHERE owner = $1::text)
 SELECT pg_notify($2::text, $1::text)
 """
+
 # The fence, first in a group's transaction: the shards still held at their epochs,
 # locked FOR SHARE until the commit, so a claim (an UPDATE) cannot slip in between.
 # An expired lease nobody took is still ours: the epoch is the fence, not the time.

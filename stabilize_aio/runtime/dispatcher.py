@@ -42,36 +42,30 @@ import anyio
 import anyio.abc
 import msgspec
 
-from . import _faults, _handlers
-from ._errors import ConcurrencyError, DataError, LeaseLostError
-from ._messages import (
-    CancelWorkflow,
-    Durable,
-    ErrorInfo,
-    FailWorkflow,
-    Message,
-    ParkTask,
-    QuarantineRow,
-    RunTask,
-    SignalStage,
-    StageTimeout,
-    StartWorkflow,
-    TaskDone,
-    Undecodable,
-)
-from ._pool import Job, TaskPool
-from ._state import Transition, Turn, WorkflowState
-from ._views import StageView
+from .. import _faults
+from .._errors import ConcurrencyError, DataError, LeaseLostError
+from ..handlers import rules as _handlers
+from ..messages.durable import CancelWorkflow, Durable, RunTask, SignalStage, StageTimeout, StartWorkflow
+from ..messages.memory import FailWorkflow, Message, ParkTask, TaskDone, Undecodable
+from ..model.values import ErrorInfo, QuarantineRow
+from ..model.views import StageView
+from ..pool.pool import Job, TaskPool
+from ..state.commit import Transition
+from ..state.turn import Turn
+from ..state.workflow import WorkflowState
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
+
 
 log = logging.getLogger("stabilize_aio.actor")
 
 #: The message classes that are outbox rows: a second delivery of one (same id) is dropped.
 _DURABLE = (StartWorkflow, RunTask, StageTimeout, CancelWorkflow, SignalStage)
+
 #: How many ids of rows consumed by committed turns an actor remembers to drop late duplicates.
 _RECENT = 256
+
 #: Turns of one workflow refused by their fence in a row (after reloading) before it is failed.
 _FENCE_FAILURES = 3
 

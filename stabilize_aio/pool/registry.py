@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 
-from ._breaker import CircuitBreakerPolicy
-from ._errors import RegistrationError
-from ._retry import RetryPolicy
+from .._errors import RegistrationError
+from ..model.retry import RetryPolicy
+from ..resilience.breaker import CircuitBreakerPolicy
 
 if TYPE_CHECKING:
-    from ._model import TaskResult
-    from ._views import StageView
+    from ..model.definitions import TaskResult
+    from ..model.views import StageView
 
 
 class Task(ABC):

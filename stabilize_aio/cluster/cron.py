@@ -15,7 +15,9 @@ _NAMES = {
     3: {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m},
     4: {d.lower(): (i + 1) % 7 for i, d in enumerate(calendar.day_abbr)},  # mon=1 … sun=0
 }
+
 _BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
 _LABELS = ("minute", "hour", "day of month", "month", "day of week")
 
 

@@ -20,13 +20,15 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._breaker import BreakerStatistics, CircuitBreaker
-from ._codec import plain
-from ._errors import EncodingError, TransientError
-from ._messages import ErrorInfo, RunTask, TaskDone, TaskOutcome
-from ._model import TaskResult
-from ._registry import TaskDefinition
-from ._views import StageView
+from .._codec import plain
+from .._errors import EncodingError, TransientError
+from ..messages.durable import RunTask
+from ..messages.memory import TaskDone, TaskOutcome
+from ..model.definitions import TaskResult
+from ..model.values import ErrorInfo
+from ..model.views import StageView
+from ..resilience.breaker import BreakerStatistics, CircuitBreaker
+from .registry import TaskDefinition
 
 log = logging.getLogger("stabilize_aio.pool")
 

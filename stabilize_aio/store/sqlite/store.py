@@ -26,8 +26,8 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from .. import _faults
-from .._errors import (
+from ... import _faults
+from ..._errors import (
     ConcurrencyError,
     CorruptDatabaseError,
     DatabaseLockedError,
@@ -36,28 +36,23 @@ from .._errors import (
     SchemaTooNewError,
     StoreError,
 )
-from .._messages import Event
-from .._state import WorkflowRecord
-from .._status import WorkflowStatus
-from ._base import (
+from ...model.records import WorkflowRecord
+from ...model.status import WorkflowStatus
+from ...model.values import Event
+from ..decode import (
     EVENT_COLUMNS,
     STAGE_COLUMNS,
     WORKFLOW_COLUMNS,
-    LoadedWorkflow,
-    Op,
-    Pending,
-    QuarantinedRow,
-    ScheduleRow,
-    Store,
     decode_event_row,
     decode_loaded,
     decode_pending,
     decode_pending_rows,
     decode_workflow_row,
-    rows_for,
 )
-from ._base import encode_row as _enc
-from ._base import migrations as dialect_migrations
+from ..decode import encode_row as _enc
+from ..migrate import migrations as dialect_migrations
+from ..protocol import LoadedWorkflow, Op, Pending, QuarantinedRow, ScheduleRow, Store
+from ..rows import rows_for
 
 APP_ID = "stabilize_aio"
 
@@ -78,6 +73,7 @@ _SQL = {
     "stage_respec": "UPDATE stages SET spec = ? WHERE workflow_id = ? AND idx = ?",
     "quarantine_insert": "INSERT INTO quarantine (workflow_id, source, key, body, error, at) VALUES (?, ?, ?, ?, ?, ?)",
 }
+
 _FENCED = ("wf_update", "stage_update", "outbox_delete")
 
 
@@ -292,8 +288,7 @@ class SqliteStore(Store):
             f"SELECT workflow_id, source, key, body, error, at FROM quarantine {where} ORDER BY seq", params
         )
         return [
-            QuarantinedRow(workflow_id=r[0], source=r[1], key=r[2], body=bytes(r[3]), error=r[4], at=r[5])
-            for r in rows
+            QuarantinedRow(workflow_id=r[0], source=r[1], key=r[2], body=bytes(r[3]), error=r[4], at=r[5]) for r in rows
         ]
 
     async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
@@ -382,6 +377,7 @@ async def _rollback(conn: aiosqlite.Connection, error: BaseException) -> None:
 
 #: Base result codes of errors about the data of a write (a value too big for a limit, a type, a range).
 _DATA_CODES = frozenset({sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE})
+
 #: Constraint violations that mean "this row is already there": a replayed or concurrent write.
 _DUPLICATE_NAMES = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_ROWID"})
 
@@ -421,6 +417,7 @@ class _HeldFile:
 #: one is refused before it opens the file: closing a descriptor of a file drops every POSIX lock this
 #: process holds on it, and the open store's SQLite connections hold theirs on it all along.
 _HELD: dict[tuple[int, int], _HeldFile] = {}
+
 _HELD_LOCK = threading.Lock()  # stores may open in several threads' event loops
 
 

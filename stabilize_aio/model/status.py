@@ -52,8 +52,11 @@ class WorkflowStatus(StrEnum):
 S = WorkflowStatus
 
 _COMPLETE = frozenset({S.SUCCEEDED, S.FAILED_CONTINUE, S.TERMINAL, S.CANCELED, S.STOPPED, S.SKIPPED})
+
 _HALT = frozenset({S.TERMINAL, S.CANCELED, S.STOPPED})
+
 _CONTINUABLE = frozenset({S.SUCCEEDED, S.FAILED_CONTINUE, S.SKIPPED, S.REDIRECT})
+
 _ACTIVE = frozenset({S.NOT_STARTED, S.RUNNING, S.PAUSED, S.SUSPENDED})
 
 #: Forward edges, as in stabilize (a status may always be set to itself).

@@ -1,0 +1,1 @@
+"""handlers: see docs/architecture.md."""

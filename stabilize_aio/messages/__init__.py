@@ -1,0 +1,1 @@
+"""messages: see docs/architecture.md."""

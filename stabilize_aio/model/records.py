@@ -1,0 +1,95 @@
+"""The persisted records of a run and the two status writers.
+
+A stage's definition (:class:`StageSpec`) is written once at submit; each step
+rewrites only that stage's small :class:`StageRun`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .status import WorkflowStatus, transition
+from .values import ErrorInfo, Signal
+
+S = WorkflowStatus
+
+#: Stage statuses of work under way: a workflow completes only when no stage is in one.
+LIVE = frozenset({S.RUNNING, S.SUSPENDED})
+
+
+class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A stage's definition as stored (immutable for the run)."""
+
+    ref_id: str
+    index: int
+    name: str
+    tasks: tuple[str, ...]
+    context: dict[str, Any]
+    requisites: tuple[int, ...]
+    continue_on_failure: bool = False
+    fail_workflow: bool = True
+    complete_other_branches_then_fail: bool = False
+    timeout: float | None = None
+    stage_timeout: float | None = None
+
+    def failure_status(self) -> WorkflowStatus:
+        """The status a failed task gives this stage (stabilize's ``failure_status``)."""
+        if self.continue_on_failure:
+            return S.FAILED_CONTINUE
+        if self.complete_other_branches_then_fail or not self.fail_workflow:
+            return S.STOPPED
+        return S.TERMINAL
+
+
+class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A stage's runtime state: the one row a step rewrites."""
+
+    status: WorkflowStatus = S.NOT_STARTED
+    version: int = 0
+    outputs: dict[str, Any] = {}
+    context_update: dict[str, Any] = {}
+    task_index: int = 0
+    attempt: int = 1
+    polls: int = 0
+    generation: int = 0
+    failed_continue: bool = False
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    run_id: str | None = None
+    timer_id: str | None = None
+    parked: bool = False
+    signals: tuple[Signal, ...] = ()  # signals that came while the stage was not suspended, oldest first
+
+
+class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A workflow run's own row."""
+
+    id: str
+    application: str
+    name: str
+    status: WorkflowStatus = S.NOT_STARTED
+    version: int = 0
+    inputs: dict[str, Any] = {}
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    cancel_reason: str | None = None
+    error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
+
+
+def set_stage_status(
+    spec: StageSpec, run: StageRun, target: WorkflowStatus, *, reset: bool = False, **changes: Any
+) -> StageRun:
+    """The one way a stage's status changes: checked against the table."""
+    status = transition(run.status, target, what=f"stage {spec.ref_id!r}", reset=reset)
+    return msgspec.structs.replace(run, status=status, **changes)
+
+
+def set_workflow_status(
+    record: WorkflowRecord, target: WorkflowStatus, *, fail: bool = False, **changes: Any
+) -> WorkflowRecord:
+    """The one way a workflow's status changes: checked against the table (``fail``: the containment edge)."""
+    status = transition(record.status, target, what=f"workflow {record.id!r}", fail=fail)
+    return msgspec.structs.replace(record, status=status, **changes)

@@ -1,0 +1,1 @@
+"""resilience: see docs/architecture.md."""

@@ -1,0 +1,38 @@
+"""Views of a live or loaded workflow state."""
+
+from __future__ import annotations
+
+from ..model.views import StageInfo, WorkflowView
+from .workflow import WorkflowState
+
+
+def view_of(state: WorkflowState) -> WorkflowView:
+    """Build a WorkflowView from a workflow's state."""
+    r = state.record
+    stages = tuple(
+        StageInfo(
+            ref_id=spec.ref_id,
+            name=spec.name,
+            status=run.status,
+            context=state.stage_context(spec.index),
+            outputs=dict(run.outputs),
+            error=run.error,
+            attempt=run.attempt,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+        )
+        for spec, run in zip(state.specs, state.runs, strict=True)
+    )
+    return WorkflowView(
+        workflow_id=r.id,
+        application=r.application,
+        name=r.name,
+        status=r.status,
+        inputs=dict(r.inputs),
+        stages=stages,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        cancel_reason=r.cancel_reason,
+        error=r.error,
+    )

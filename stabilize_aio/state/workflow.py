@@ -1,0 +1,81 @@
+"""A live workflow in memory: its records plus derived indices (O(1) readiness)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
+from .commit import Transition
+
+
+class WorkflowState:
+    """A live workflow in memory: records plus derived indices. Owned by one actor."""
+
+    __slots__ = ("_ancestors", "active", "children", "outstanding", "record", "runs", "specs")
+
+    def __init__(self, record: WorkflowRecord, specs: list[StageSpec], runs: list[StageRun]) -> None:
+        self.record = record
+        self.specs = specs
+        self.runs = runs
+        self.children: list[list[int]] = [[] for _ in specs]
+        for spec in specs:
+            for req in spec.requisites:
+                self.children[req].append(spec.index)
+        self.outstanding = [sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs]
+        self.active = sum(1 for r in runs if r.status in LIVE)
+        self._ancestors: dict[int, list[int]] = {}
+
+    def apply(self, t: Transition) -> None:
+        """Make a committed transition part of the state."""
+        if t.workflow is not None:
+            self.record = t.workflow
+        for i, spec in t.respecs.items():
+            self.specs[i] = spec
+        for i, run in t.stages.items():
+            old = self.runs[i]
+            self.runs[i] = run
+            if old.status in LIVE and run.status not in LIVE:
+                self.active -= 1
+            elif run.status in LIVE and old.status not in LIVE:
+                self.active += 1
+            if run.status.can_continue and not old.status.can_continue:
+                for c in self.children[i]:
+                    self.outstanding[c] -= 1
+
+    def stage_context(self, index: int) -> dict[str, Any]:
+        """The context a task of stage ``index`` sees, computed at dispatch.
+
+        Layers, later winning: the run's inputs, the outputs of all transitive
+        ancestors in declaration order, the stage's own context, the outputs of
+        its earlier tasks, and the context updates its tasks returned.
+        """
+        ctx = dict(self.record.inputs)
+        for a in self.ancestors(index):
+            ctx.update(self.runs[a].outputs)
+        run = self.runs[index]
+        ctx.update(self.specs[index].context)
+        ctx.update(run.outputs)
+        ctx.update(run.context_update)
+        return ctx
+
+    def ancestors(self, index: int) -> list[int]:
+        """Transitive ancestors of a stage, in declaration order (computed once per stage)."""
+        known = self._ancestors.get(index)
+        if known is not None:
+            return known
+        seen: set[int] = set()
+        stack = list(self.specs[index].requisites)
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.specs[i].requisites)
+        result = self._ancestors[index] = sorted(seen)
+        return result
+
+    def stage_index(self, ref_id: str) -> int:
+        """The index of the stage ``ref_id`` (raises KeyError)."""
+        for spec in self.specs:
+            if spec.ref_id == ref_id:
+                return spec.index
+        raise KeyError(ref_id)

@@ -1,0 +1,1 @@
+"""postgres: see docs/architecture.md."""
