@@ -1,6 +1,6 @@
 """Crash tests: real child processes on a real SQLite file, killed with a real SIGKILL.
 
-The child (tests/crash_child.py) appends every side effect of its tasks to a
+The child (tests/helpers/crash_child.py) appends every side effect of its tasks to a
 log file outside the database, so the log tells what ran even when the
 database never heard of it. After each kill the test reads the committed state
 with a read-only sqlite3 connection: the dead process can no longer change it.
@@ -36,7 +36,7 @@ from stabilize_aio import (
 )
 from stabilize_aio.testing import running_engine
 
-CHILD = Path(__file__).with_name("crash_child.py")
+CHILD = Path(__file__).resolve().parents[1] / "helpers" / "crash_child.py"
 WORKFLOWS = 200
 #: The child of generation g is killed once it has written this many log lines.
 KILL_AFTER_LINES = (40, 400, 400, 400)

@@ -9,7 +9,7 @@ from pathlib import Path
 from stabilize_aio import Stage, StageView, TaskResult, Workflow, WorkflowStatus
 from stabilize_aio.testing import running_engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_example_prints_10(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, Workfl
 from stabilize_aio.cluster.membership import LeaseKeeper
 from stabilize_aio.store.shards import SHARDS, shard_of
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "helpers"  # the --app module lives there
 pytestmark = pytest.mark.postgres
 
 CHAIN = Workflow(
@@ -179,7 +179,7 @@ async def test_a_joining_engine_takes_half_the_shards(postgres_schema_url: str) 
 @pytest.mark.slow
 def test_the_many_processes_example_runs(postgres_schema_url: str, tmp_path: Path) -> None:
     """examples/many_processes: a worker process runs what the pure client submits; the client prints results."""
-    example = HERE.parent / "examples" / "many_processes"
+    example = HERE.parents[1] / "examples" / "many_processes"
     cmd = [sys.executable, "-m", "stabilize_aio", "worker", "--url", postgres_schema_url, "--app", "tasks:setup"]
     with (tmp_path / "worker.log").open("w") as err:
         worker = subprocess.Popen(cmd, cwd=example, stdout=subprocess.PIPE, stderr=err, text=True)

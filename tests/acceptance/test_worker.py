@@ -15,7 +15,7 @@ import pytest
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "helpers"  # the --app module lives there
 
 
 async def _submit_pending(url: str) -> tuple[str, str]:

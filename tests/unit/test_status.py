@@ -13,7 +13,7 @@ from stabilize_aio.model.records import StageRun, StageSpec, WorkflowRecord, set
 from stabilize_aio.model.status import VALID_TRANSITIONS, InvalidTransitionError, allowed, transition
 
 S = WorkflowStatus
-PACKAGE = Path(__file__).resolve().parent.parent / "stabilize_aio"
+PACKAGE = Path(__file__).resolve().parents[2] / "stabilize_aio"
 
 # stabilize 0.33.1's table, written out independently of the module under test.
 EXPECTED_FORWARD = {

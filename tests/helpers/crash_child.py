@@ -1,9 +1,9 @@
-"""A child process for tests/test_crash.py: an engine on an SQLite file, run until done or SIGKILLed.
+"""A child process for tests/chaos/test_crash.py: an engine on an SQLite file, run until done or SIGKILLed.
 
 Usage::
 
-    python tests/crash_child.py <db> <sidefx-log> <generation> dag <count>
-    python tests/crash_child.py <db> <sidefx-log> <generation> retry
+    python tests/helpers/crash_child.py <db> <sidefx-log> <generation> dag <count>
+    python tests/helpers/crash_child.py <db> <sidefx-log> <generation> retry
 
 Every task appends lines to the side-effect log, a plain file outside the
 database: ``<kind> <subject> <number> <generation> <wall time>``, one ``write``
