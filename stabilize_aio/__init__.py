@@ -11,6 +11,7 @@ from ._engine import ScheduleInfo as ScheduleInfo
 from ._engine import WorkflowRun as WorkflowRun
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
+from ._errors import CronError as CronError
 from ._errors import CycleError as CycleError
 from ._errors import DatabaseLockedError as DatabaseLockedError
 from ._errors import DataError as DataError
@@ -21,6 +22,7 @@ from ._errors import EncodingError as EncodingError
 from ._errors import EngineStateError as EngineStateError
 from ._errors import ForeignDatabaseError as ForeignDatabaseError
 from ._errors import InvalidIdError as InvalidIdError
+from ._errors import InvalidTransitionError as InvalidTransitionError
 from ._errors import LeaseLostError as LeaseLostError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import SchemaTooNewError as SchemaTooNewError
@@ -80,6 +82,8 @@ __all__ = (
     "CycleError",
     "UnknownTaskError",
     "EncodingError",
+    "CronError",
+    "InvalidTransitionError",
     "InvalidIdError",
     "RegistrationError",
     "EngineStateError",

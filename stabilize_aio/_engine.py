@@ -30,6 +30,7 @@ import msgspec
 from ._codec import plain
 from ._errors import (
     ConcurrencyError,
+    CronError,
     DefinitionError,
     EngineStateError,
     RegistrationError,
@@ -38,7 +39,7 @@ from ._errors import (
     WorkflowNotFound,
 )
 from ._ids import check_id, derive, new_id
-from .cluster.cron import Cron, CronError
+from .cluster.cron import Cron
 from .cluster.membership import LeaseKeeper, SoleOwner
 from .handlers import rules as _handlers
 from .messages.durable import CancelWorkflow, SignalStage

@@ -9,7 +9,9 @@ Every error the engine raises derives from :class:`StabilizeError`::
     │   ├── UnknownRequisiteError
     │   ├── CycleError
     │   ├── UnknownTaskError
-    │   └── EncodingError            a context or input msgspec cannot encode
+    │   ├── EncodingError            a context or input msgspec cannot encode
+    │   └── CronError                a schedule's cron expression cannot be parsed (also a ValueError)
+    ├── InvalidTransitionError       a status change the table refuses: an engine bug, contained to its workflow
     ├── InvalidIdError               a workflow id that is not 1-255 UTF-8 bytes of printable text (also a ValueError)
     ├── RegistrationError            a task registered twice, or after start
     ├── EngineStateError             misuse of the lifecycle (stopped engine, not started…)
@@ -44,6 +46,19 @@ class DefinitionError(StabilizeError):
     def __init__(self, message: str, *, stage: str | None = None) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class CronError(DefinitionError, ValueError):
+    """A cron expression that cannot be parsed (or never fires)."""
+
+
+class InvalidTransitionError(StabilizeError, ValueError):
+    """A status change that the table does not allow (a bug in the engine; its workflow is failed)."""
+
+    def __init__(self, current: Any, target: Any, what: str) -> None:
+        super().__init__(f"{what}: illegal status change {current} -> {target}")
+        self.current = current
+        self.target = target
 
 
 class EmptyWorkflowError(DefinitionError):

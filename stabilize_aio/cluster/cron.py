@@ -11,6 +11,8 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
+from .._errors import CronError
+
 _NAMES = {
     3: {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m},
     4: {d.lower(): (i + 1) % 7 for i, d in enumerate(calendar.day_abbr)},  # mon=1 … sun=0
@@ -19,10 +21,6 @@ _NAMES = {
 _BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 
 _LABELS = ("minute", "hour", "day of month", "month", "day of week")
-
-
-class CronError(ValueError):
-    """A cron expression that cannot be parsed."""
 
 
 class Cron:

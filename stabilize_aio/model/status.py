@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .._errors import InvalidTransitionError
+
 
 class WorkflowStatus(StrEnum):
     """The 12 statuses of stabilize, for workflows and stages alike."""
@@ -94,15 +96,6 @@ RESET_TARGET = S.NOT_STARTED
 #: The containment edge, taken only with ``fail=True``: a workflow the engine cannot
 #: go on with (a fault local to it) ends TERMINAL from whatever unfinished status it has.
 FAIL_TARGET = S.TERMINAL
-
-
-class InvalidTransitionError(ValueError):
-    """A status change that the table does not allow (a bug in the engine)."""
-
-    def __init__(self, current: WorkflowStatus, target: WorkflowStatus, what: str) -> None:
-        super().__init__(f"{what}: illegal status change {current} -> {target}")
-        self.current = current
-        self.target = target
 
 
 def allowed(current: WorkflowStatus, target: WorkflowStatus, *, reset: bool = False, fail: bool = False) -> bool:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stabilize_aio.cluster.cron import Cron, CronError
+from stabilize_aio import CronError, DefinitionError
+from stabilize_aio.cluster.cron import Cron
 
 
 def at(text: str) -> float:
@@ -50,3 +51,11 @@ def test_bad_expressions_are_refused(expression: str, problem: str) -> None:
     """A malformed or impossible expression raises CronError naming the problem."""
     with pytest.raises(CronError, match=problem):
         Cron(expression)
+
+
+def test_a_bad_cron_is_a_definition_error() -> None:
+    """CronError is a DefinitionError (and so a StabilizeError), and still a ValueError."""
+    with pytest.raises(DefinitionError, match="expected 5 fields") as caught:
+        Cron("* *")
+    assert isinstance(caught.value, CronError)
+    assert isinstance(caught.value, ValueError)

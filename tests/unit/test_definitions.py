@@ -74,6 +74,8 @@ EXPECTED_ALL = (
     "CycleError",
     "UnknownTaskError",
     "EncodingError",
+    "CronError",
+    "InvalidTransitionError",
     "InvalidIdError",
     "RegistrationError",
     "EngineStateError",
@@ -692,7 +694,7 @@ def test_every_public_error_is_a_stabilize_error() -> None:
     }
     assert all(issubclass(cls, StabilizeError) for cls in errors.values())
     definition = {"EmptyWorkflowError", "DuplicateStageError", "UnknownRequisiteError", "CycleError"}
-    definition |= {"UnknownTaskError", "EncodingError"}
+    definition |= {"UnknownTaskError", "EncodingError", "CronError"}
     store = {"DatabaseLockedError", "CorruptDatabaseError", "ForeignDatabaseError", "SchemaTooNewError"}
     store |= {"ConcurrencyError", "DataError"}
     assert definition == {n for n, c in errors.items() if c.__base__ is DefinitionError}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stabilize_aio import WorkflowStatus
+from stabilize_aio import InvalidTransitionError, StabilizeError, WorkflowStatus
 from stabilize_aio.model.records import StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
-from stabilize_aio.model.status import VALID_TRANSITIONS, InvalidTransitionError, allowed, transition
+from stabilize_aio.model.status import VALID_TRANSITIONS, allowed, transition
 
 S = WorkflowStatus
 PACKAGE = Path(__file__).resolve().parents[2] / "stabilize_aio"
@@ -123,3 +123,11 @@ def test_only_the_records_module_writes_statuses() -> None:
     assert {} == offenders
     state_lines = _status_assignments(records)
     assert 2 == len(state_lines)  # set_stage_status and set_workflow_status, both after transition()
+
+
+def test_an_illegal_change_is_a_stabilize_error() -> None:
+    """InvalidTransitionError is under StabilizeError (and still a ValueError), naming both statuses."""
+    with pytest.raises(StabilizeError, match="SUCCEEDED -> RUNNING") as caught:
+        transition(S.SUCCEEDED, S.RUNNING, what="stage 'a'")
+    assert isinstance(caught.value, ValueError)
+    assert (S.SUCCEEDED, S.RUNNING) == (caught.value.current, caught.value.target)
