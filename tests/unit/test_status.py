@@ -129,5 +129,7 @@ def test_an_illegal_change_is_a_stabilize_error() -> None:
     """InvalidTransitionError is under StabilizeError (and still a ValueError), naming both statuses."""
     with pytest.raises(StabilizeError, match="SUCCEEDED -> RUNNING") as caught:
         transition(S.SUCCEEDED, S.RUNNING, what="stage 'a'")
-    assert isinstance(caught.value, ValueError)
-    assert (S.SUCCEEDED, S.RUNNING) == (caught.value.current, caught.value.target)
+    error = caught.value
+    assert isinstance(error, InvalidTransitionError)
+    assert isinstance(error, ValueError)
+    assert (S.SUCCEEDED, S.RUNNING) == (error.current, error.target)
