@@ -1,5 +1,8 @@
 """Helpers for users' tests.
 
+:class:`FakeClock` stands still until the test advances it; pass it where a
+part takes a ``clock`` (a :class:`Clock`; :class:`SystemClock` is the real one).
+
 Open engines with :func:`running_engine` inside the test itself, not in a fixture:
 pytest-asyncio runs a fixture's setup and teardown in different tasks, and an
 engine's task group must be entered and left by the same task.
@@ -13,9 +16,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from .._clock import Clock, SystemClock
 from .._engine import Engine
+from .clock import FakeClock
 
-__all__ = ("running_engine",)
+__all__ = ("running_engine", "FakeClock", "Clock", "SystemClock")
 
 
 @asynccontextmanager
