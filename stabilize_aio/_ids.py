@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 from typing import Any
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import InvalidIdError
 
 #: The longest id, in UTF-8 bytes.
@@ -58,6 +58,6 @@ def derive(*parts: str) -> str:
     return f"{head}~{digest}"
 
 
-def new_id() -> str:
-    """A sortable unique id: milliseconds then randomness (ULID-like, hex)."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+def new_id(*, clock: Clock = SYSTEM_CLOCK) -> str:
+    """A sortable unique id: milliseconds of ``clock.time()`` then randomness (ULID-like, hex)."""
+    return f"{int(clock.time() * 1000):012x}{secrets.token_hex(8)}"

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._codec import plain
 from .._errors import EncodingError, TransientError
 from ..messages.durable import RunTask
@@ -83,11 +84,13 @@ class TaskPool:
         report: Report,
         refill: Callable[[TaskPool], None],
         thread_limiter: anyio.CapacityLimiter,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.definition = definition
         self.options = definition.options
         self.limiter = anyio.CapacityLimiter(self.options.concurrency)
-        self.breaker = CircuitBreaker(self.options.breaker) if self.options.breaker is not None else None
+        self.breaker = CircuitBreaker(self.options.breaker, clock=clock) if self.options.breaker is not None else None
         self._tg = tg
         self._report = report
         self._refill = refill

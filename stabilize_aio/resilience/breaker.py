@@ -12,18 +12,19 @@ A call the breaker refuses is not made: the pool reports it as a transient
 and the handler reschedules it without using up an attempt, so an outage of a
 dependency delays work and never loses it. Failures are exceptions and
 timeouts of the task; a task's own failed result is a business outcome and
-does not count. Time comes from an injected monotonic clock.
+does not count. Time is the monotonic time of an injected
+:class:`~stabilize_aio._clock.Clock` (a test passes a ``FakeClock``).
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable
 from enum import StrEnum
 
 import anyio
 import msgspec
+
+from .._clock import SYSTEM_CLOCK, Clock
 
 
 class CircuitState(StrEnum):
@@ -71,9 +72,9 @@ class BreakerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class CircuitBreaker:
     """One breaker; ``allow()`` before a call, ``record()`` after it."""
 
-    def __init__(self, policy: CircuitBreakerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, policy: CircuitBreakerPolicy, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.policy = policy
-        self._clock = clock
+        self._monotonic = clock.monotonic
         self._state = CircuitState.CLOSED
         self._results: deque[bool] = deque(maxlen=policy.window)
         self._opened_at = 0.0
@@ -88,7 +89,7 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state (an OPEN circuit past its cooldown reads HALF_OPEN)."""
-        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.policy.cooldown:
+        if self._state is CircuitState.OPEN and self._monotonic() - self._opened_at >= self.policy.cooldown:
             self._set(CircuitState.HALF_OPEN)
         return self._state
 
@@ -107,7 +108,7 @@ class CircuitBreaker:
         """Seconds until an OPEN circuit lets a probe through (0 otherwise)."""
         if self._state is not CircuitState.OPEN:
             return 0.0
-        return max(0.0, self.policy.cooldown - (self._clock() - self._opened_at))
+        return max(0.0, self.policy.cooldown - (self._monotonic() - self._opened_at))
 
     def record(self, *, success: bool) -> None:
         """Account for a finished call."""
@@ -134,7 +135,7 @@ class CircuitBreaker:
         self._probing = False
 
     def _open(self) -> None:
-        self._opened_at = self._clock()
+        self._opened_at = self._monotonic()
         self.opened += 1
         self._results.clear()
         self._set(CircuitState.OPEN)

@@ -16,15 +16,17 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
+from stabilize_aio.pool.pool import TaskPool
+from stabilize_aio.pool.registry import make_definition
 from stabilize_aio.resilience.breaker import CircuitBreaker
+from stabilize_aio.testing import FakeClock
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
+class MonotonicOnly(FakeClock):
+    """A fake clock whose wall time must not be read: a cooldown is a duration."""
 
-    def __call__(self) -> float:
-        return self.now
+    def time(self) -> float:
+        raise AssertionError("a breaker measures its cooldown on the monotonic clock")
 
 
 POLICY = CircuitBreakerPolicy(failure_rate=0.5, window=4, minimum_calls=4, cooldown=10.0)
@@ -32,7 +34,7 @@ POLICY = CircuitBreakerPolicy(failure_rate=0.5, window=4, minimum_calls=4, coold
 
 def test_opens_at_the_failure_rate_over_the_window() -> None:
     """The circuit stays closed below minimum_calls and opens once half of the window failed."""
-    breaker = CircuitBreaker(POLICY, FakeClock())
+    breaker = CircuitBreaker(POLICY, clock=FakeClock())
     for success in (False, True, False):
         assert breaker.allow()
         breaker.record(success=success)
@@ -41,28 +43,28 @@ def test_opens_at_the_failure_rate_over_the_window() -> None:
     assert (CircuitState.OPEN, 1) == (breaker.state, breaker.opened)
 
 
-def test_open_rejects_until_cooldown_then_lets_one_probe_through() -> None:
+async def test_open_rejects_until_cooldown_then_lets_one_probe_through() -> None:
     """An open circuit refuses calls and says how long to wait; after cooldown exactly one probe passes."""
-    clock = FakeClock()
-    breaker = CircuitBreaker(POLICY, clock)
+    clock = MonotonicOnly()
+    breaker = CircuitBreaker(POLICY, clock=clock)
     for _ in range(4):
         breaker.record(success=False)
-    clock.now += 4.0
+    await clock.advance(4.0)
     assert (False, 6.0) == (breaker.allow(), breaker.retry_after())
-    clock.now += 6.0
-    assert CircuitState.HALF_OPEN == breaker.state
+    await clock.advance(6.0)
+    assert (CircuitState.HALF_OPEN, 0.0) == (breaker.state, breaker.retry_after())
     assert (True, False) == (breaker.allow(), breaker.allow())
     assert 2 == breaker.rejected
 
 
 @pytest.mark.parametrize(("probe_ok", "expected"), [(True, CircuitState.CLOSED), (False, CircuitState.OPEN)])
-def test_probe_result_closes_or_reopens(probe_ok: bool, expected: CircuitState) -> None:
+async def test_probe_result_closes_or_reopens(probe_ok: bool, expected: CircuitState) -> None:
     """A successful probe closes the circuit; a failed one opens it for another cooldown."""
     clock = FakeClock()
-    breaker = CircuitBreaker(POLICY, clock)
+    breaker = CircuitBreaker(POLICY, clock=clock)
     for _ in range(4):
         breaker.record(success=False)
-    clock.now += 10.0
+    await clock.advance(10.0)
     assert breaker.allow()
     breaker.record(success=probe_ok)
     assert expected == breaker.state
@@ -70,13 +72,13 @@ def test_probe_result_closes_or_reopens(probe_ok: bool, expected: CircuitState) 
         assert 10.0 == breaker.retry_after()
 
 
-def test_an_abandoned_probe_frees_the_half_open_slot() -> None:
+async def test_an_abandoned_probe_frees_the_half_open_slot() -> None:
     """A probe call cancelled before its outcome lets the next call probe instead."""
     clock = FakeClock()
-    breaker = CircuitBreaker(POLICY, clock)
+    breaker = CircuitBreaker(POLICY, clock=clock)
     for _ in range(4):
         breaker.record(success=False)
-    clock.now += 10.0
+    await clock.advance(10.0)
     assert breaker.allow()
     breaker.abandon()
     assert breaker.allow()
@@ -84,7 +86,7 @@ def test_an_abandoned_probe_frees_the_half_open_slot() -> None:
 
 async def test_wait_for_is_woken_by_the_transition() -> None:
     """wait_for(state) returns when the machine reaches that state."""
-    breaker = CircuitBreaker(POLICY, FakeClock())
+    breaker = CircuitBreaker(POLICY, clock=FakeClock())
     seen: list[CircuitState] = []
 
     async def watch() -> None:
@@ -97,6 +99,26 @@ async def test_wait_for_is_woken_by_the_transition() -> None:
         for _ in range(4):
             breaker.record(success=False)
     assert [CircuitState.OPEN] == seen
+
+
+async def test_cooldown_runs_on_the_pools_clock() -> None:
+    """A TaskPool builds its breaker on the clock it is given: the circuit half-opens after the fake cooldown."""
+    clock = MonotonicOnly()
+
+    async def call(stage: StageView) -> TaskResult:  # pragma: no cover - never called
+        return TaskResult.success()
+
+    definition = make_definition("t", call, breaker=POLICY)
+    limiter = anyio.CapacityLimiter(1)
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(definition, tg, lambda job, done: None, lambda pool: None, limiter, clock=clock)
+        assert pool.breaker is not None
+        for _ in range(4):
+            pool.breaker.record(success=False)
+        await clock.advance(9.5)
+        assert (CircuitState.OPEN, 0.5) == (pool.breaker.state, pool.breaker.retry_after())
+        await clock.advance(0.5)
+        assert CircuitState.HALF_OPEN == pool.breaker.state
 
 
 def test_bad_policies_are_refused() -> None:
