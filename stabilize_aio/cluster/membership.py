@@ -2,7 +2,7 @@
 
 On SQLite one engine owns everything (:class:`SoleOwner`; the file lock keeps a
 second engine out). On PostgreSQL several engine processes share the database
-(:class:`LeaseKeeper`): workflows hash to :data:`~stabilize_aio.store._base.SHARDS`
+(:class:`LeaseKeeper`): workflows hash to :data:`~stabilize_aio.store.shards.SHARDS`
 shards, and each engine leases a fair share of them in the ``leases`` table,
 renews them with a heartbeat, and owns the actors of those shards. A lease is
 fenced by its epoch: the store refuses any turn of a shard this process does
@@ -41,6 +41,7 @@ from types import MappingProxyType
 import anyio
 
 from ..store import Store
+from ..store.protocol import LeaseStore
 from ..store.shards import SHARDS, shard_of
 
 log = logging.getLogger("stabilize_aio.membership")
@@ -58,11 +59,17 @@ class SoleOwner:
 
 
 class LeaseKeeper:
-    """Leases a fair share of the shards and keeps it (PostgreSQL)."""
+    """Leases a fair share of the shards and keeps it (PostgreSQL).
+
+    ``store`` must have the :class:`~stabilize_aio.store.protocol.LeaseStore`
+    capability (a TypeError otherwise); the keeper hands it its owner id and
+    its live ``held`` mapping once (``set_fence``), and the store checks every
+    state-changing turn against that mapping as it is at the time.
+    """
 
     def __init__(
         self,
-        store: Store,
+        store: LeaseStore | Store,
         *,
         lease: float,
         heartbeat: float,
@@ -72,7 +79,9 @@ class LeaseKeeper:
     ) -> None:
         if not 0 < heartbeat < lease:
             raise ValueError("the heartbeat must be shorter than the lease")
-        self.store = store
+        if not isinstance(store, LeaseStore):
+            raise TypeError(f"{type(store).__name__} has no shard leases (it is not a LeaseStore)")
+        self.store: LeaseStore = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease = lease
         self.heartbeat = heartbeat
@@ -86,8 +95,7 @@ class LeaseKeeper:
         self._poked = anyio.Event()  # another engine joined, left or released shards: step now
         self._stepping = anyio.Lock()  # a step and leave() never interleave
         self._left = False
-        store.owner = self.owner
-        store.fence = self.held  # the store checks every turn against this very dict
+        store.set_fence(self.owner, self.held)  # the store checks every turn against this very dict
 
     def __repr__(self) -> str:
         return f"<LeaseKeeper {self.owner} holds {len(self.held)}/{SHARDS} shards, engines={self.engines}>"

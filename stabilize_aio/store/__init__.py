@@ -1,15 +1,26 @@
-"""Stores: the persistence contract and its backends, found by URL scheme."""
+"""Stores: the persistence contract, its capabilities and its backends, found by URL scheme."""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+from .protocol import LeaseStore as LeaseStore
 from .protocol import LoadedWorkflow as LoadedWorkflow
 from .protocol import NewWorkflow as NewWorkflow
+from .protocol import NotifyStore as NotifyStore
 from .protocol import Store as Store
 from .protocol import StoreStatistics as StoreStatistics
 
-__all__ = ("LoadedWorkflow", "NewWorkflow", "Store", "StoreStatistics", "store_from_url", "upgrade")
+__all__ = (
+    "LeaseStore",
+    "LoadedWorkflow",
+    "NewWorkflow",
+    "NotifyStore",
+    "Store",
+    "StoreStatistics",
+    "store_from_url",
+    "upgrade",
+)
 
 _POSTGRES = ("postgresql", "postgres")
 
@@ -54,10 +65,13 @@ async def upgrade(url: str) -> list[int]:
     an SQLite file is also migrated by the engine when it starts.
     """
     if urlparse(url).scheme in _POSTGRES:
-        from .postgres.store import upgrade as upgrade_postgres  # noqa: PLC0415 - imported only when its URL is used
+        from .postgres.upgrade import upgrade as upgrade_postgres  # noqa: PLC0415 - imported only when its URL is used
 
         return await upgrade_postgres(url)
+    from .sqlite.store import SqliteStore  # noqa: PLC0415 - a driver is imported only when its URL is used
+
     store = store_from_url(url)
+    assert isinstance(store, SqliteStore)  # every other scheme is PostgreSQL or refused
     await store.open()  # an SQLite store migrates its file, under its lock, when it opens
     try:
         return list(store.migrations_applied)

@@ -1,17 +1,22 @@
-"""The Store contract every backend implements, and the group writer they share."""
+"""The Store contract and its capabilities, and the values that cross it.
+
+* :class:`Store` is what the engine needs of any backend: reads, and writing
+  ops through a group writer (:class:`~stabilize_aio.store.writer.GroupWriter`)
+  that commits each group of ops in one transaction, under a fence.
+* :class:`Backend` is the one write primitive a group writer is composed over:
+  commit a list of ops in one transaction.
+* :class:`LeaseStore` and :class:`NotifyStore` are capabilities of a database
+  shared by engine processes (PostgreSQL): test them with ``isinstance``.
+"""
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import anyio
-import anyio.lowlevel
 import msgspec
 
-from .._errors import ConcurrencyError, DataError, StoreError
 from ..messages.durable import Durable
 from ..messages.memory import Undecodable
 from ..model.records import StageRun, StageSpec, WorkflowRecord
@@ -92,195 +97,178 @@ Pending = Durable | Undecodable
 Then = Callable[[BaseException | None], None]
 
 
-class _Pending:
-    __slots__ = ("done", "error", "op", "then")
+class Backend(Protocol):
+    """The write primitive a :class:`~stabilize_aio.store.writer.GroupWriter` is composed over."""
 
-    def __init__(self, op: Op, done: anyio.Event, then: Then | None = None) -> None:
-        self.op = op
-        self.done = done  # shared by every op of the writer's round
-        self.then = then
-        self.error: BaseException | None = None
-
-
-class Store(ABC):
-    """The persistence contract (SQLite now; PostgreSQL implements the same)."""
-
-    def __init__(self) -> None:
-        self._queue: deque[_Pending] = deque()
-        self._wake = anyio.Event()
-        self._round = anyio.Event()  # set when every op queued before the writer's next take is done
-        self._committing: anyio.Event | None = None
-        self.commits = 0
-        self.transitions = 0
-        self.workflows_inserted = 0
-        self.outbox_reads = 0
-        self.bytes_written = 0
-        self.groups_replayed = 0
-        self.largest_group = 0
-        self.max_group = 500
-        self.migrations_applied: list[int] = []  # numbers of the migrations open() applied (SQLite)
-
-    # lifecycle ---------------------------------------------------------------
-    @abstractmethod
-    async def open(self) -> None:
-        """Check, lock and migrate the database; raise a StoreError subclass if unusable."""
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Close connections and release locks (idempotent)."""
-
-    # writes ------------------------------------------------------------------
-    async def write(self, op: Op) -> None:
-        """Queue ``op`` for the next group commit and wait until it is durable.
+    async def commit_group(self, ops: Sequence[Op]) -> int:
+        """Write ``ops`` in ONE transaction, or nothing; return the bytes of the encoded blobs written.
 
         Raises:
-            ConcurrencyError: the op's fence failed (it was not written).
+            ConcurrencyError: a fence failed or a row is already there (rolled back).
+            DataError: the database refused the data of an op (rolled back).
             StoreError: the database failed.
         """
-        pending = _Pending(op, self._round)
-        self._queue.append(pending)
-        self._wake.set()
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
+        ...
+
+
+class Store(Protocol):
+    """The persistence contract: reads, and ops written in groups under a fence.
+
+    Every backend implements it by holding a group writer over its own
+    :class:`Backend` primitive (``write``, ``enqueue``, ``run_writer``,
+    ``flush`` and ``statistics`` are the writer's). The only writes are ops
+    (new workflows and turns), each group of them one transaction whose
+    fences (row versions, consumed rows, event keys, and shard leases where
+    the database is shared) refuse a stale turn; and the leader's schedule and
+    retention statements.
+    """
+
+    # lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        """Check, lock and migrate the database; raise a StoreError subclass if unusable."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections and release locks (idempotent)."""
+        ...
+
+    # writes (the group writer) -----------------------------------------------
+    async def write(self, op: Op) -> None:
+        """Queue ``op`` for the next group commit and wait until it is durable (ConcurrencyError: refused)."""
+        ...
 
     def enqueue(self, op: Op, then: Then) -> None:
-        """Queue ``op`` for the next group commit without waiting for it.
-
-        ``then(error)`` is called in the writer's task as soon as the op's group
-        has committed (``error`` is None) or failed (a ConcurrencyError for a
-        failed fence, a StoreError for a failed database). It must not block;
-        it may enqueue further ops (they go into the next round). This is how
-        actors commit: no task waits per turn, and the writer acts on every
-        committed turn of a group in one pass.
-        """
-        self._queue.append(_Pending(op, self._round, then))
-        self._wake.set()
+        """Queue ``op`` for the next group commit; ``then(error)`` is called in the writer's task after it."""
+        ...
 
     async def run_writer(self) -> None:
-        """The group writer loop; runs in the engine's task group until cancelled.
-
-        Each round takes everything queued, commits it in groups of at most
-        ``max_group`` ops (one transaction each), calls the ``then`` of each
-        enqueued op right after its group, and at the end wakes all the
-        round's awaiting callers with one event.
-        """
-        while True:
-            if not self._queue:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                continue
-            taken = list(self._queue)
-            self._queue.clear()
-            done, self._round = self._round, anyio.Event()
-            self._committing = done
-            failed: BaseException | None = None  # a callback's exception: raised once the round is done
-            with anyio.CancelScope(shield=True):
-                for start in range(0, len(taken), self.max_group):
-                    group = taken[start : start + self.max_group]
-                    self.largest_group = max(self.largest_group, len(group))
-                    await self._commit_group(group)
-                    for p in group:
-                        if p.then is not None:
-                            try:
-                                p.then(p.error)
-                            except Exception as exc:  # every other op still hears back, every caller wakes
-                                failed = failed or exc
-            self._committing = None
-            done.set()
-            if failed is not None:
-                raise failed
+        """The group writer loop; runs in the engine's task group until cancelled."""
+        ...
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
-        if self._committing is not None:
-            await self._committing.wait()
-        if self._queue:
-            await self._round.wait()
+        ...
 
-    async def _commit_group(self, group: list[_Pending]) -> None:
-        try:
-            await self._write_ops([p.op for p in group])
-        except (ConcurrencyError, DataError):  # one op's fault, maybe: replay op by op, refuse only the offenders
-            self.groups_replayed += 1
-            for p in group:
-                try:
-                    await self._write_ops([p.op])
-                except StoreError as exc:
-                    p.error = exc
-                self._count([p])
-            return
-        except StoreError as exc:
-            for p in group:
-                p.error = exc
-            return
-        self._count(group)
-
-    def _count(self, group: Sequence[_Pending]) -> None:
-        for p in group:
-            if p.error is None:
-                if isinstance(p.op, NewWorkflow):
-                    self.workflows_inserted += 1
-                else:
-                    self.transitions += 1
-
-    @abstractmethod
-    async def _write_ops(self, ops: Sequence[Op]) -> None:
-        """Write ops in ONE transaction; raise ConcurrencyError if a fence fails (rolled back)."""
+    def statistics(self) -> StoreStatistics:
+        """Counters since open."""
+        ...
 
     # reads -------------------------------------------------------------------
-    @abstractmethod
     async def load(self, workflow_id: str) -> LoadedWorkflow | None:
         """Read one workflow with its stages, or None."""
+        ...
 
-    @abstractmethod
     async def pending_messages(self) -> list[tuple[str, Pending]]:
         """Every outbox row (recovery at start): (workflow id, message)."""
+        ...
 
-    @abstractmethod
     async def pending_runs(
         self, task_type: str, limit: int, now: float, after: tuple[str, str] | None = None
     ) -> list[tuple[str, Pending]]:
         """Due RunTask rows of one task type in key order, after the key ``after`` (a pool refilling)."""
+        ...
 
-    @abstractmethod
+    async def pending_for(self, workflow_id: str) -> list[Pending]:
+        """The outbox rows of one workflow (a wake-up from another process, a check after a refused fence)."""
+        ...
+
     async def events(self, workflow_id: str) -> list[Event]:
         """A workflow's history, in commit order."""
+        ...
 
-    @abstractmethod
     async def quarantined(self, workflow_id: str | None = None) -> list[QuarantinedRow]:
         """The rows moved to the quarantine table (of one workflow), oldest first."""
+        ...
 
-    # many processes (leases; PostgreSQL) ----------------------------------------
-    #: Whether this backend shares a database between engine processes through shard leases.
-    supports_leases: bool = False
+    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
+        """The status of each of these workflows that exists (one cheap query; waits and their safety net)."""
+        ...
+
+    async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
+        """Workflow records, newest first, filtered."""
+        ...
+
+    # schedules and retention (the leader's global services) -------------------------
+    async def put_schedule(self, row: ScheduleRow) -> None:
+        """Create or replace a schedule."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if there was none."""
+        ...
+
+    async def list_schedules(self, *, due_before: float | None = None) -> list[ScheduleRow]:
+        """Schedules by name, or only those whose next tick is at or before ``due_before``."""
+        ...
+
+    async def advance_schedule(self, name: str, fired_at: float, next_at: float) -> bool:
+        """Move a schedule past the tick ``fired_at`` (compare-and-set: False if someone else did)."""
+        ...
+
+    async def delete_finished(self, ended_before: float, limit: int) -> int:
+        """Retention: delete up to ``limit`` finished workflows that ended before a time, in one transaction."""
+        ...
+
+    # TRANSITIONAL, until the engine tests the capabilities instead ----------------
+    @property
+    def supports_leases(self) -> bool:
+        """Deprecated: ``isinstance(store, LeaseStore)``."""
+        ...
+
+    if TYPE_CHECKING:  # declared for the type checker only: no store without NotifyStore has it
+
+        async def listen(
+            self,
+            on_wake: Callable[[str], None],
+            on_done: Callable[[str], None],
+            on_members: Callable[[str], None] | None = None,
+        ) -> None:
+            """Deprecated here: narrow with ``isinstance(store, NotifyStore)`` and call its ``listen``."""
+            ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """A database shared by engine processes through shard leases (PostgreSQL).
+
+    Lease times are the database's clock. A lease is fenced by its epoch: once
+    :meth:`set_fence` named this process's owner and its live ``{shard: epoch}``,
+    every group with turns that change state checks those shards' leases first,
+    so a turn of a shard not held at its epoch is refused (LeaseLostError).
+    """
 
     async def heartbeat(self, owner: str, lease: float) -> int:
         """Record that ``owner`` is alive; return how many engines are alive (this one included)."""
-        return 1
+        ...
 
     async def claim(self, owner: str, count: int, lease: float) -> dict[int, int]:
         """Lease up to ``count`` free or expired shards for ``owner``: {shard: new epoch}."""
-        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+        ...
 
     async def renew(self, owner: str, held: dict[int, int], lease: float) -> set[int]:
         """Extend the leases ``owner`` holds at the given epochs; return the shards it lost."""
-        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+        ...
 
     async def release(self, owner: str, shards: Sequence[int]) -> None:
         """Hand leases back at once (graceful stop, rebalance)."""
-        raise NotImplementedError(f"{type(self).__name__} has no shard leases")
+        ...
 
-    async def leave(self, owner: str) -> None:  # noqa: B027 - optional: a store without leases has no members
+    async def leave(self, owner: str) -> None:
         """Graceful stop: hand back every lease of ``owner`` and forget it as an engine, at once."""
+        ...
 
-    @abstractmethod
-    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]:
-        """The status of each of these workflows that exists (one cheap query; waits and their safety net)."""
+    def set_fence(self, owner: str, held: Mapping[int, int] | None) -> None:
+        """Fence every state-changing turn against ``held``, read at each group (the caller's live mapping).
 
-    @abstractmethod
-    async def pending_for(self, workflow_id: str) -> list[Pending]:
-        """The outbox rows of one workflow (a wake-up from another process, a check after a refused fence)."""
+        ``owner`` is this process's lease owner; ``None`` turns fencing off
+        (nothing is checked), an empty mapping refuses every fenced turn.
+        """
+        ...
+
+
+@runtime_checkable
+class NotifyStore(Protocol):
+    """A database that tells other engine processes about commits and membership changes (PostgreSQL)."""
 
     async def listen(
         self,
@@ -289,48 +277,4 @@ class Store(ABC):
         on_members: Callable[[str], None] | None = None,
     ) -> None:
         """Receive other processes' wake-ups (a workflow id for its owner), completions and membership changes."""
-        raise NotImplementedError(f"{type(self).__name__} has no cross-process notifications")
-
-    #: Set by the engine when it runs on leases: {shard: epoch} it holds. Every turn of a
-    #: workflow in a shard not held at that epoch is refused with LeaseLostError (fencing).
-    fence: dict[int, int] | None = None
-    #: This engine process's lease owner id (set by the engine).
-    owner: str = ""
-
-    # schedules and retention (the leader's global services) -------------------------
-    @abstractmethod
-    async def put_schedule(self, row: ScheduleRow) -> None:
-        """Create or replace a schedule."""
-
-    @abstractmethod
-    async def delete_schedule(self, name: str) -> bool:
-        """Remove a schedule; False if there was none."""
-
-    @abstractmethod
-    async def list_schedules(self, *, due_before: float | None = None) -> list[ScheduleRow]:
-        """Schedules by name, or only those whose next tick is at or before ``due_before``."""
-
-    @abstractmethod
-    async def advance_schedule(self, name: str, fired_at: float, next_at: float) -> bool:
-        """Move a schedule past the tick ``fired_at`` (compare-and-set: False if someone else did)."""
-
-    @abstractmethod
-    async def delete_finished(self, ended_before: float, limit: int) -> int:
-        """Retention: delete up to ``limit`` finished workflows that ended before a time; return how many."""
-
-    @abstractmethod
-    async def list_workflows(self, *, status: str | None, application: str | None, limit: int) -> list[WorkflowRecord]:
-        """Workflow records, newest first, filtered."""
-
-    def statistics(self) -> StoreStatistics:
-        """Counters since open."""
-        return StoreStatistics(
-            commits=self.commits,
-            transitions=self.transitions,
-            workflows_inserted=self.workflows_inserted,
-            outbox_reads=self.outbox_reads,
-            bytes_written=self.bytes_written,
-            groups_replayed=self.groups_replayed,
-            largest_group=self.largest_group,
-            queued=len(self._queue),
-        )
+        ...

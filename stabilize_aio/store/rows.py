@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -13,6 +14,30 @@ from ..messages.durable import Durable
 from ..state.commit import Transition
 from .protocol import NewWorkflow, Op
 
+#: The batches of a group, in the order they are written: each is written with the named query of
+#: its key, but a discard deletes as a consumed row does (without the fence: a late or repeated
+#: command may find nothing).
+BATCHES = (
+    "wf_insert",
+    "stage_insert",
+    "wf_update",
+    "stage_update",
+    "outbox_delete",
+    "outbox_discard",
+    "outbox_purge",
+    "outbox_insert",
+    "event_insert",
+    "stage_respec",
+    "quarantine_insert",
+)
+
+#: The named query a batch is written with.
+QUERY_OF: Mapping[str, str] = MappingProxyType({key: key for key in BATCHES} | {"outbox_discard": "outbox_delete"})
+
+#: The batches whose summed row count must equal their length: a row that is not there (or at
+#: another version) fails the whole group.
+FENCED = frozenset({"wf_update", "stage_update", "outbox_delete"})
+
 
 class Rows:
     """Ops flattened into per-statement parameter rows, and the bytes they carry."""
@@ -20,19 +45,7 @@ class Rows:
     __slots__ = ("batches", "nbytes")
 
     def __init__(self) -> None:
-        self.batches: dict[str, list[tuple[Any, ...]]] = {
-            "wf_insert": [],
-            "stage_insert": [],
-            "wf_update": [],
-            "stage_update": [],
-            "outbox_delete": [],
-            "outbox_discard": [],
-            "outbox_purge": [],
-            "outbox_insert": [],
-            "event_insert": [],
-            "stage_respec": [],
-            "quarantine_insert": [],
-        }
+        self.batches: dict[str, list[tuple[Any, ...]]] = {key: [] for key in BATCHES}
         self.nbytes = 0  # the encoded blobs written: what O(1) writes per step is measured by
 
 

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.postgres
 def opened(url: str, owner: str = "") -> AbstractAsyncContextManager[PostgresStore]:
     """An open store with its group writer running (as inside an engine), lease owner ``owner``."""
     store = PostgresStore(url)
-    store.owner = owner
+    store.set_fence(owner, None)  # named; fenced once a test hands it shards
     return running_store(store)
 
 
@@ -285,7 +285,7 @@ async def test_a_turn_of_a_lost_shard_is_refused_while_the_same_group_commits_a_
     """After another owner takes shard s1, the old holder's turn there writes nothing; its turn in s2 commits."""
     w1, w2 = in_shard(1), in_shard(2)
     async with opened(postgres_schema_url, owner="a") as store, admin(postgres_schema_url) as conn:
-        store.fence = await store.claim("a", SHARDS, 30)
+        store.set_fence(store.owner, await store.claim("a", SHARDS, 30))
         await store.write(submit(w1))
         await store.write(submit(w2))
         await store.write(turn(w1, 0))
@@ -322,7 +322,7 @@ async def test_no_claim_takes_a_shard_while_a_turn_fenced_in_it_commits(postgres
     wid = in_shard(6)
     schema = postgres_schema_url.rsplit("=", 1)[1]
     async with opened(postgres_schema_url, owner="a") as store, admin(postgres_schema_url) as conn:
-        store.fence = await store.claim("a", SHARDS, 30)
+        store.set_fence(store.owner, await store.claim("a", SHARDS, 30))
         await store.write(submit(wid))
         await conn.execute(  # the writer's UPDATE of workflows waits for advisory lock 7, which this test holds
             f"""
@@ -354,7 +354,7 @@ async def test_a_turn_in_a_shard_not_held_at_all_is_refused(postgres_schema_url:
     wid = in_shard(5)
     async with opened(postgres_schema_url, owner="a") as store:
         await store.write(submit(wid))
-        store.fence = {}
+        store.set_fence(store.owner, {})
         with pytest.raises(LeaseLostError) as caught:
             await store.write(turn(wid, 0))
         rows = await versions(store, wid)
@@ -366,7 +366,7 @@ async def test_an_expired_lease_nobody_took_still_fences_in(postgres_schema_url:
     """The epoch is the fence, not the time: a turn under an expired lease at the same owner and epoch commits."""
     wid = in_shard(0)
     async with opened(postgres_schema_url, owner="a") as store, admin(postgres_schema_url) as conn:
-        store.fence = await store.claim("a", 1, 0.2)
+        store.set_fence(store.owner, await store.claim("a", 1, 0.2))
         await store.write(submit(wid))
         await until_expired(conn)
         await store.write(turn(wid, 0))
@@ -378,7 +378,7 @@ async def test_new_workflows_and_outside_commands_are_not_fenced(postgres_schema
     """A process holding no lease may submit a workflow and write a command row for its owner."""
     wid = in_shard(3)
     async with opened(postgres_schema_url, owner="client") as store:
-        store.fence = {}
+        store.set_fence(store.owner, {})
         await store.write(submit(wid, notify=True))
         await store.write(Transition(workflow_id=wid, emitted=[CancelWorkflow(id="cancel")], notify=True))
         pending = await store.pending_for(wid)
@@ -424,10 +424,10 @@ async def test_a_refused_or_rolled_back_turn_notifies_nobody(postgres_schema_url
     async with opened(postgres_schema_url) as listener, opened(postgres_schema_url, owner="a") as sender:
         await listener.listen(woken, done)
         await sender.write(submit(wid))
-        sender.fence = {4: 99}  # an epoch this owner never had
+        sender.set_fence(sender.owner, {4: 99})  # an epoch this owner never had
         with pytest.raises(LeaseLostError):
             await sender.write(turn(wid, 0, finished=True, notify=True))
-        sender.fence = None
+        sender.set_fence(sender.owner, None)
         with pytest.raises(ConcurrencyError):
             await sender.write(turn(wid, 7, finished=True, notify=True))  # wrong base version
         await sender.write(

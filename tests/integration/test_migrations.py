@@ -23,8 +23,8 @@ import pytest
 
 from stabilize_aio import ForeignDatabaseError, SchemaTooNewError, StoreError
 from stabilize_aio.store import store_from_url, upgrade
-from stabilize_aio.store.postgres import store as pg
-from stabilize_aio.store.sqlite import store as lite
+from stabilize_aio.store.postgres import upgrade as pg
+from stabilize_aio.store.sqlite import schema as lite
 
 Catalog = dict[str, list[tuple[Any, ...]]]
 OUR_TABLES = {

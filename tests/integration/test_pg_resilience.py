@@ -68,7 +68,7 @@ def named(url: str) -> tuple[str, str]:
 
 def opened(store: PostgresStore, owner: str = "") -> AbstractAsyncContextManager[PostgresStore]:
     """``store`` open with its group writer running (as inside an engine), lease owner ``owner``."""
-    store.owner = owner
+    store.set_fence(owner, None)
     return running_store(store)
 
 
@@ -296,10 +296,10 @@ async def commit_answer_lost(store: PostgresStore, conn: Any, committed: Callabl
         return bool(await conn.fetchval("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", writer))
 
     await until(waits)  # COMMIT was sent; the deferred trigger waits for the lock
-    store._writer._transport.pause_reading()  # the server's answer will not be read
+    store._write_conn.conn._transport.pause_reading()  # the server's answer will not be read
     await conn.execute("SELECT pg_advisory_unlock(7)")
     await until(committed)  # committed on the server, the answer unread
-    store._writer.terminate()  # the connection dies before the answer arrives
+    store._write_conn.conn.terminate()  # the connection dies before the answer arrives
 
 
 async def test_a_command_whose_commit_answer_was_lost_is_not_written_twice(postgres_schema_url: str) -> None:
@@ -368,7 +368,7 @@ async def test_a_command_cut_while_its_commit_still_runs_is_rolled_back_then_wri
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.write, command)
             await until(lambda: held(first))  # in its COMMIT, waiting for the lock
-            store._writer.terminate()  # the client side dies; the server still runs the COMMIT
+            store._write_conn.conn.terminate()  # the client side dies; the server still runs the COMMIT
             await until(retry_held)  # the old backend was ended, and the retry waits in its own COMMIT
             gone = not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first)
             await conn.execute("SELECT pg_advisory_unlock(7)")

@@ -38,7 +38,8 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio.store.sqlite.store import SCHEMA_VERSION, SqliteStore
+from stabilize_aio.store.sqlite.schema import SCHEMA_VERSION
+from stabilize_aio.store.sqlite.store import SqliteStore
 
 WAIT = 30.0  # seconds a trivial run, or a child engine's start, may take before the test fails
 TABLES = {"stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules", "quarantine"}

@@ -3,8 +3,8 @@
 Two channels carry a workflow id: *wake* (work was committed for a workflow
 whose shard another process owns: a submit, an outside command) and *done* (a
 workflow finished: wake its waiters anywhere). A group commit sends them with
-one ``pg_notify`` statement per channel inside its transaction, so they are
-delivered at COMMIT and never for a rolled-back group. A third, *members*,
+one ``pg_notify`` statement per channel (the named query ``notify``) inside its
+transaction, so they are delivered at COMMIT and never for a rolled-back group. A third, *members*,
 carries a lease owner: an engine joined, left or released shards (sent by the
 membership statements themselves), and every engine runs a membership step.
 Channels are named per schema, so schemas of one database never hear each other.
@@ -29,11 +29,11 @@ import anyio
 import tenacity
 
 from ..protocol import NewWorkflow, Op
+from ..queries import queries
 
 log = logging.getLogger("stabilize_aio.store")
 
-#: One notification per workflow id, sent by a group's transaction.
-NOTIFY = "SELECT pg_notify($1::text, w) FROM unnest($2::text[]) AS w"
+SQL = queries("stabilize_aio.store.postgres")
 
 #: Longest channel name PostgreSQL keeps (NAMEDATALEN - 1).
 CHANNEL_MAX = 63
@@ -135,7 +135,7 @@ class Listener:
             if conn is not None and not conn.is_closed():
                 try:
                     with anyio.fail_after(min(10.0, self.check)):
-                        await conn.execute("SELECT 1")
+                        await conn.execute(SQL["ping"])
                     continue
                 except Exception as exc:  # whatever state the driver reports (a cut seen before its EOF): replace it
                     log.warning("the LISTEN connection to %s stopped answering: %r", self._display, exc)
