@@ -4,20 +4,18 @@ They are committed with the state change that produced them, delivered in
 memory after that commit, deleted in the transaction of their effect. Their ids
 are deterministic, so a redelivery has the same id as the original.
 
-Records, messages and views are declared ``gc=False``: they are acyclic data."""
+Records, messages and views are declared ``gc=False``: they are acyclic data.
+
+A run has no start row: its start turn is committed with its insert. A ``start``
+row (tag ``"start"``) left by an earlier development version decodes as no
+message here, so it reaches its workflow as an ``Undecodable``: the row moves to
+the quarantine table and that workflow ends TERMINAL with an ``UndecodableRow`` error."""
 
 from __future__ import annotations
 
 import msgspec
 
 from ..model.values import Signal
-
-
-class StartWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="start"):
-    """Written by submit: start the run."""
-
-    id: str = "start"
-    deliver_at: float | None = None
 
 
 class RunTask(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="run"):
@@ -58,7 +56,7 @@ class SignalStage(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="sign
     deliver_at: float | None = None
 
 
-Durable = StartWorkflow | RunTask | StageTimeout | CancelWorkflow | SignalStage
+Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage
 
 durable_encoder = msgspec.msgpack.Encoder()
 

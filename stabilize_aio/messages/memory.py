@@ -17,6 +17,7 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     Exactly one of ``result`` and ``error`` is set. ``free_retry`` marks a call
     that was never made (an open circuit): it is retried without using up an attempt.
+    ``started_at`` is when the call really started (its ``task.started`` event).
     """
 
     result: TaskResult | None = None
@@ -26,6 +27,7 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retry: RetryPolicy = RetryPolicy()
     poll_interval: float = 1.0
     free_retry: bool = False
+    started_at: float | None = None  # wall-clock time the call started (None: never made)
 
 
 class TaskDone(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -37,7 +37,7 @@ log = logging.getLogger("stabilize_aio.pool")
 class Job:
     """One task call waiting for or holding a bulkhead slot."""
 
-    __slots__ = ("cancelled", "key", "run", "scope", "timeout", "view", "workflow_id")
+    __slots__ = ("cancelled", "key", "run", "scope", "started_at", "timeout", "view", "workflow_id")
 
     def __init__(self, workflow_id: str, run: RunTask, view: StageView, timeout: float) -> None:
         self.workflow_id = workflow_id
@@ -47,6 +47,7 @@ class Job:
         self.timeout = timeout
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False  # set when the engine cancels the call (not a timeout)
+        self.started_at: float | None = None  # wall-clock start of the call (reported with its outcome)
 
     def cancel(self) -> None:
         """Cancel the call on the engine's behalf: it will report nothing."""
@@ -91,6 +92,7 @@ class TaskPool:
         self.options = definition.options
         self.limiter = anyio.CapacityLimiter(self.options.concurrency)
         self.breaker = CircuitBreaker(self.options.breaker, clock=clock) if self.options.breaker is not None else None
+        self._clock = clock
         self._tg = tg
         self._report = report
         self._refill = refill
@@ -236,7 +238,7 @@ class TaskPool:
             self.crashed += 1
             log.exception("task pool %s crashed on %s", self.definition.name, job.run.id)
             error = ErrorInfo.capped("EngineError", traceback.format_exc(), attempt=job.run.attempt, transient=True)
-            done = TaskDone(run=job.run, outcome=self._outcome(error=error))
+            done = TaskDone(run=job.run, outcome=self._outcome(job, error=error))
         finally:
             self._running.pop(job.key, None)
             self._known.discard(job.key)
@@ -272,7 +274,8 @@ class TaskPool:
                 transient=True,
             )
             retry_after = max(breaker.retry_after(), 0.001)
-            return TaskDone(run=job.run, outcome=self._outcome(error=error, retry_after=retry_after, free_retry=True))
+            outcome = self._outcome(job, error=error, retry_after=retry_after, free_retry=True)
+            return TaskDone(run=job.run, outcome=outcome)
         done: TaskDone | None = None
         try:
             done = await self._call_guarded(job)
@@ -291,6 +294,7 @@ class TaskPool:
         # (flagged on the job) is the engine's cancellation.
         with anyio.CancelScope(deadline=anyio.current_time() + job.timeout) as scope:
             job.scope = scope
+            job.started_at = self._clock.time()
             if job.cancelled:
                 scope.cancel()
             try:
@@ -311,7 +315,7 @@ class TaskPool:
                 error = _error_info(
                     TimeoutError(f"stage {view.ref_id!r}: task timed out"), view.attempt, transient=True
                 )
-                return TaskDone(run=job.run, outcome=self._outcome(error=error))
+                return TaskDone(run=job.run, outcome=self._outcome(job, error=error))
             except TransientError as exc:
                 self.failed += 1
                 log.info("task raised a transient error: %s", exc, extra=extra)
@@ -319,17 +323,17 @@ class TaskPool:
                     update = plain(exc.context_update, what="TransientError context_update", stage=view.ref_id)
                 except EncodingError as bad:
                     error = _error_info(bad, view.attempt, transient=False)
-                    return TaskDone(run=job.run, outcome=self._outcome(error=error))
+                    return TaskDone(run=job.run, outcome=self._outcome(job, error=error))
                 error = _error_info(exc, view.attempt, transient=True)
                 return TaskDone(
                     run=job.run,
-                    outcome=self._outcome(error=error, retry_after=exc.retry_after, context_update=update),
+                    outcome=self._outcome(job, error=error, retry_after=exc.retry_after, context_update=update),
                 )
             except Exception as exc:
                 self.failed += 1
                 log.warning("task failed: %r", exc, extra=extra)
                 return TaskDone(
-                    run=job.run, outcome=self._outcome(error=_error_info(exc, view.attempt, transient=False))
+                    run=job.run, outcome=self._outcome(job, error=_error_info(exc, view.attempt, transient=False))
                 )
         if not job.cancelled:  # the deadline passed: a timeout, retried as transient
             self.timed_out += 1
@@ -340,7 +344,7 @@ class TaskPool:
                 attempt=view.attempt,
                 transient=True,
             )
-            return TaskDone(run=job.run, outcome=self._outcome(error=error))
+            return TaskDone(run=job.run, outcome=self._outcome(job, error=error))
         self.cancelled += 1
         log.info("task cancelled by the engine", extra=extra)
         return None
@@ -355,20 +359,23 @@ class TaskPool:
                 transient=False,
             )
             self.failed += 1
-            return self._outcome(error=error)
+            return self._outcome(job, error=error)
         try:
             outputs = plain(value.outputs, what="outputs", stage=view.ref_id)
             context = plain(value.context, what="context update", stage=view.ref_id)
         except EncodingError as exc:
             self.failed += 1
-            return self._outcome(error=_error_info(exc, view.attempt, transient=False))
+            return self._outcome(job, error=_error_info(exc, view.attempt, transient=False))
         if outputs is not value.outputs or context is not value.context:
             value = msgspec.structs.replace(value, outputs=outputs, context=context)
         self.completed += 1
-        return self._outcome(result=value)
+        return self._outcome(job, result=value)
 
-    def _outcome(self, **kwargs: Any) -> TaskOutcome:
-        return TaskOutcome(retry=self.options.retry, poll_interval=self.options.poll_interval, **kwargs)
+    def _outcome(self, job: Job, **kwargs: Any) -> TaskOutcome:
+        options = self.options
+        return TaskOutcome(
+            retry=options.retry, poll_interval=options.poll_interval, started_at=job.started_at, **kwargs
+        )
 
     def statistics(self) -> PoolStatistics:
         """Counters of this pool."""

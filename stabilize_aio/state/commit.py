@@ -1,4 +1,4 @@
-"""What one actor turn commits (:class:`Transition`)."""
+"""What one actor turn commits (:class:`Commit`) and what happens after it (:class:`Effects`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.values import Event, QuarantineRow
 
 
-class Transition(msgspec.Struct, kw_only=True, gc=False):
-    """What one actor turn commits, and what happens after the commit."""
+class Commit(msgspec.Struct, kw_only=True, gc=False):
+    """What one turn writes: everything the store sees, nothing else.
+
+    Also the op of an outside command (a cancel or signal row, with ``notify``).
+    """
 
     workflow_id: str
     workflow: WorkflowRecord | None = None
@@ -20,15 +23,17 @@ class Transition(msgspec.Struct, kw_only=True, gc=False):
     consumed: list[str] = []
     discarded: list[str] = []
     emitted: list[Durable] = []
-    dispatch: list[RunTask] = []
-    cancel_runs: list[str] = []
     events: list[Event] = []
-    finished: bool = False
     notify: bool = False  # wake the process that owns this workflow's shard (written from elsewhere)
     # containment only (never on the hot path):
     purge: bool = False  # delete every outbox row of the workflow (it ended for a fault: nothing may come back)
     quarantine: list[QuarantineRow] = []  # undecodable rows moved to the quarantine table
     respecs: dict[int, StageSpec] = {}  # stage definitions written back (placeholders of undecodable ones)
+
+    @property
+    def finished(self) -> bool:
+        """Whether this commit writes the workflow with a finished status (the store notifies ``done``)."""
+        return self.workflow is not None and self.workflow.status.is_complete
 
     @property
     def empty(self) -> bool:
@@ -43,3 +48,15 @@ class Transition(msgspec.Struct, kw_only=True, gc=False):
             and not self.purge
             and not self.quarantine
         )
+
+
+#: The store's name for a commit (``store.protocol.Op = NewWorkflow | Transition``); the same class.
+Transition = Commit
+
+
+class Effects(msgspec.Struct, kw_only=True, gc=False):
+    """What happens after a turn's commit, and only then (never written)."""
+
+    dispatch: list[RunTask] = []  # task calls to hand to their pools
+    cancel_runs: list[str] = []  # running calls to cancel (their rows are consumed by the commit)
+    finished: bool = False  # the workflow ended: wake its waiters

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
 
 from ..messages.durable import Durable, RunTask
+from ..model.events import EventKind
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
 from ..model.status import WorkflowStatus
-from ..model.values import Event
-from .commit import Transition
+from ..model.values import Event, QuarantineRow
+from .commit import Commit, Effects
 from .workflow import WorkflowState
 
 
 class Turn:
-    """An overlay on a WorkflowState through which handlers read and write."""
+    """An overlay on a WorkflowState through which handlers read and write.
 
-    __slots__ = ("_active", "_outstanding", "_record", "_runs", "now", "state", "t")
+    Handlers change a turn only through its verbs; what they amount to is
+    :attr:`commit` (what the store sees) and :attr:`effects` (what happens after it).
+    """
+
+    __slots__ = ("_active", "_outstanding", "_record", "_runs", "commit", "effects", "now", "state")
 
     def __init__(self, state: WorkflowState, now: float) -> None:
         self.state = state
         self.now = now
-        self.t = Transition(workflow_id=state.record.id)
+        self.commit = Commit(workflow_id=state.record.id)
+        self.effects = Effects()
         self._runs: dict[int, StageRun] = {}
         self._record: WorkflowRecord | None = None
         self._outstanding: dict[int, int] = {}
@@ -76,52 +82,89 @@ class Turn:
             for c in self.state.children[i]:
                 self._outstanding[c] = self.outstanding(c) - 1
         self._runs[i] = new
-        self.t.base_versions.setdefault(i, self.state.runs[i].version)
-        self.t.stages[i] = new
+        commit = self.commit
+        commit.base_versions.setdefault(i, self.state.runs[i].version)
+        commit.stages[i] = new
 
     def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
         old = self.record
         self._record = set_workflow_status(old, target, fail=fail, version=old.version + 1, **changes)
-        self.t.base_workflow_version = self.state.record.version
-        self.t.workflow = self._record
+        self.commit.base_workflow_version = self.state.record.version
+        self.commit.workflow = self._record
 
     def record_event(
         self,
-        kind: str,
+        kind: EventKind,
         key: str,
         *,
         stage: int | None = None,
         status: WorkflowStatus | None = None,
         message: str | None = None,
+        attempt: int | None = None,
+        at: float | None = None,
     ) -> None:
-        """Append a history event to this turn."""
-        run = self.run(stage) if stage is not None else None
-        self.t.events.append(
+        """Append a history event (a kind of the catalogue, ``model/events.py``) to this turn.
+
+        ``attempt`` defaults to the stage's, ``at`` to the turn's time.
+        """
+        if attempt is None and stage is not None:
+            attempt = self.run(stage).attempt
+        self.commit.events.append(
             Event(
                 key=key,
                 kind=kind,
-                at=self.now,
+                at=self.now if at is None else at,
                 stage=self.spec(stage).ref_id if stage is not None else None,
                 status=status._value_ if status is not None else None,
-                attempt=run.attempt if run is not None else None,
+                attempt=attempt,
                 message=message,
             )
         )
 
     def consume(self, message_id: str) -> None:
         """Delete a row in this turn; a row emitted in this same turn is simply not written."""
-        for k, m in enumerate(self.t.emitted):
+        emitted = self.commit.emitted
+        for k, m in enumerate(emitted):
             if m.id == message_id:
-                del self.t.emitted[k]
-                self.t.dispatch = [d for d in self.t.dispatch if d.id != message_id]
+                del emitted[k]
+                self.effects.dispatch = [d for d in self.effects.dispatch if d.id != message_id]
                 return
-        self.t.consumed.append(message_id)
+        self.commit.consumed.append(message_id)
 
     def discard(self, message_id: str) -> None:
         """Delete a row that may already be gone (a late or repeated command): no fence."""
-        self.t.discarded.append(message_id)
+        self.commit.discarded.append(message_id)
 
     def emit(self, message: Durable) -> None:
-        self.t.emitted.append(message)
+        """Write a row in this turn; a RunTask due now is also dispatched after the commit."""
+        self.commit.emitted.append(message)
         if isinstance(message, RunTask) and message.deliver_at is None:
-            self.t.dispatch.append(message)
+            self.effects.dispatch.append(message)
+
+    def dispatch(self, run: RunTask) -> None:
+        """Hand a pending RunTask (already a row) to its pool after the commit."""
+        self.effects.dispatch.append(run)
+
+    def drop_emitted(self) -> None:
+        """Forget every row this turn emitted so far, and their dispatches (nothing of them runs)."""
+        self.commit.emitted.clear()
+        self.effects.dispatch.clear()
+
+    def cancel_call(self, run_id: str) -> None:
+        """Cancel a running call after the commit (its result, if any, is then stale)."""
+        self.effects.cancel_runs.append(run_id)
+
+    def finish(self) -> None:
+        """The workflow ends in this turn: its waiters are woken after the commit."""
+        self.effects.finished = True
+
+    # containment -------------------------------------------------------------
+    def purge(self, quarantine: Iterable[QuarantineRow] = ()) -> None:
+        """Delete every outbox row of the workflow; move ``quarantine`` rows to the quarantine table."""
+        self.commit.purge = True
+        self.commit.quarantine.extend(quarantine)
+
+    def respec(self, i: int) -> None:
+        """Write stage ``i``'s definition and run row back as loaded (placeholders made decodable)."""
+        self.commit.respecs[i] = self.spec(i)
+        self.update_stage(i)

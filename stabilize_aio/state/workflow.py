@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
-from .commit import Transition
+from .commit import Commit
 
 
 class WorkflowState:
@@ -25,8 +25,8 @@ class WorkflowState:
         self.active = sum(1 for r in runs if r.status in LIVE)
         self._ancestors: dict[int, list[int]] = {}
 
-    def apply(self, t: Transition) -> None:
-        """Make a committed transition part of the state."""
+    def apply(self, t: Commit) -> None:
+        """Make a committed turn part of the state."""
         if t.workflow is not None:
             self.record = t.workflow
         for i, spec in t.respecs.items():

@@ -34,7 +34,9 @@ from stabilize_aio import (
     WorkflowStatus,
     WorkflowView,
 )
+from stabilize_aio._engine import _initial_state
 from stabilize_aio._ids import MAX_ID_BYTES, derive
+from stabilize_aio.store import NewWorkflow
 from stabilize_aio.testing import crash_points
 
 S = WorkflowStatus
@@ -525,3 +527,32 @@ def test_ref_ids_and_names_that_a_backend_cannot_carry_fail_at_the_door() -> Non
         Workflow(application="x" * 300, name="n", stages=[Stage("a", "noop")])
     with pytest.raises(DefinitionError, match="workflow name"):
         Workflow(application="app", name="tab\there", stages=[Stage("a", "noop")])
+
+
+async def test_a_start_row_of_an_older_version_is_quarantined_and_its_run_fails_readably(url: str) -> None:
+    """A `start` outbox row (submit wrote one before a run's start turn was part of its insert) is no message now.
+
+    It reaches its workflow as an undecodable row: its bytes move to the quarantine
+    table and the run, never started, ends TERMINAL with an UndecodableRow error.
+    """
+    state = _initial_state(Workflow(application="c", name="w", stages=[Stage("a", "noop")]), "old-run", {})
+    async with make(url) as engine:
+        await engine.store.write(NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs)))
+    body = msgspec.msgpack.encode({"type": "start", "id": "start", "deliver_at": None})
+    insert = "INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body) VALUES"
+    await corrupt(
+        url,
+        f"{insert} (?, 'start', NULL, 'StartWorkflow', NULL, ?)",
+        f"{insert} ($1, 'start', NULL, 'StartWorkflow', NULL, $2)",
+        "old-run",
+        body,
+    )
+    async with make(url) as engine:
+        view = await engine.handle("old-run").wait(WAIT)
+        rows = await engine.store.quarantined("old-run")
+        left = await outbox_rows(engine, "old-run")
+        fine = await (await engine.submit(three())).wait(WAIT)
+    assert (S.TERMINAL, "UndecodableRow") == (view.status, view.error.type if view.error else None)
+    assert [S.NOT_STARTED] == [s.status for s in view.stages]
+    assert [("outbox", "start", body)] == [(r.source, r.key, r.body) for r in rows]
+    assert (0, S.SUCCEEDED) == (left, fine.status)

@@ -22,6 +22,7 @@ from stabilize_aio import (
     WorkflowStatus,
     WorkflowView,
 )
+from stabilize_aio.model.events import KINDS
 from stabilize_aio.testing import running_engine
 
 S = WorkflowStatus
@@ -407,22 +408,68 @@ async def test_bulkhead_caps_concurrency_and_overflow_waits_in_the_store(db_url:
 
 
 async def test_history_records_each_step_once(db_url: str) -> None:
-    """engine.history() lists workflow and stage lifecycle events, one completion per stage."""
+    """engine.history() lists workflow, stage and task lifecycle events, one completion per stage."""
     async with running_engine(lambda e: e.register("noop", noop)) as engine:
         run = await engine.submit(chain(3))
         await run.wait(timeout=10)
         events = await engine.history(run.workflow_id)
+        commits = engine.statistics().commits
     kinds = [(e.kind, e.stage) for e in events]
     assert [
         ("workflow.started", None),
         ("stage.started", "s0"),
+        ("task.started", "s0"),
         ("stage.completed", "s0"),
         ("stage.started", "s1"),
+        ("task.started", "s1"),
         ("stage.completed", "s1"),
         ("stage.started", "s2"),
+        ("task.started", "s2"),
         ("stage.completed", "s2"),
         ("workflow.completed", None),
     ] == kinds
+    assert {e.kind for e in events} <= KINDS
+    by_key = {e.key: e for e in events}
+    for i in range(3):  # a call starts after its stage did, and ends before its stage does
+        call = by_key[f"task.started:{i}:0:0:1:0"]
+        assert by_key[f"stage.started:{i}:0"].at <= call.at <= by_key[f"stage.completed:{i}:0"].at
+    assert 4 == commits  # the submit, then one per step: no event costs a commit of its own
+
+
+async def test_history_records_failed_and_timed_out_calls_and_their_retries(db_url: str) -> None:
+    """A failed call records task.failed, a call past its timeout task.timed_out, each retry retry.scheduled."""
+    calls: dict[str, int] = {}
+
+    async def flaky(stage: StageView) -> TaskResult:
+        calls[stage.ref_id] = calls.get(stage.ref_id, 0) + 1
+        if calls[stage.ref_id] == 1:
+            if stage.ref_id == "slow":
+                await anyio.sleep(10)
+            raise TransientError("not yet")
+        return TaskResult.success()
+
+    def setup(engine: Engine) -> None:
+        engine.register("flaky", flaky, timeout=0.2, retry=RetryPolicy(max_attempts=3, initial=0.0, jitter=0.0))
+
+    workflow = Workflow(application="app", name="w", stages=[Stage("fails", "flaky"), Stage("slow", "flaky")])
+    async with running_engine(setup) as engine:
+        run = await engine.submit(workflow)
+        view = await run.wait(timeout=10)
+        events = await engine.history(run.workflow_id)
+    keys = {e.key for e in events}
+    assert S.SUCCEEDED == view.status
+    assert {
+        "task.started:0:0:0:1:0",
+        "task.failed:0:0:0:1:0",
+        "retry.scheduled:0:0:0:2:0",
+        "task.started:0:0:0:2:0",
+        "task.started:1:0:0:1:0",
+        "task.timed_out:1:0:0:1:0",
+        "retry.scheduled:1:0:0:2:0",
+        "task.started:1:0:0:2:0",
+    } <= keys
+    assert {"task.failed:1:0:0:1:0", "task.timed_out:0:0:0:1:0"}.isdisjoint(keys)
+    assert {e.kind for e in events} <= KINDS
 
 
 async def test_list_filters_by_status_and_application(db_url: str) -> None:

@@ -23,8 +23,9 @@ import pytest
 from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, LeaseLostError
-from stabilize_aio.messages.durable import CancelWorkflow, StartWorkflow
+from stabilize_aio.messages.durable import CancelWorkflow, RunTask
 from stabilize_aio.model.records import WorkflowRecord
+from stabilize_aio.model.status import WorkflowStatus
 from stabilize_aio.state.commit import Transition
 from stabilize_aio.store import NewWorkflow, upgrade
 from stabilize_aio.store.postgres.store import PostgresStore
@@ -62,20 +63,22 @@ def record(wid: str, version: int = 0) -> WorkflowRecord:
     return WorkflowRecord(id=wid, application="app", name="wf", version=version, created_at=1.0)
 
 
+#: The row a submitted workflow of these tests has pending.
+ROW = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, attempt=1)
+
+
 def submit(wid: str, *, notify: bool = False) -> NewWorkflow:
-    """The op that submits a workflow without stages, with its start row."""
-    return NewWorkflow(record=record(wid), specs=[], runs=[], start=StartWorkflow(), notify=notify)
+    """The op that submits a workflow without stages, with a pending row (``ROW``) its start turn emits."""
+    begin = Transition(workflow_id=wid, emitted=[ROW])
+    return NewWorkflow(record=record(wid), specs=[], runs=[], begin=begin, notify=notify)
 
 
 def turn(wid: str, base: int, *, finished: bool = False, notify: bool = False) -> Transition:
-    """A turn that rewrites the workflow's row from version ``base`` to ``base + 1``."""
-    return Transition(
-        workflow_id=wid,
-        workflow=record(wid, base + 1),
-        base_workflow_version=base,
-        finished=finished,
-        notify=notify,
-    )
+    """A turn that rewrites the workflow's row from version ``base`` to ``base + 1`` (finished: SUCCEEDED)."""
+    written = record(wid, base + 1)
+    if finished:
+        written = msgspec.structs.replace(written, status=WorkflowStatus.SUCCEEDED)
+    return Transition(workflow_id=wid, workflow=written, base_workflow_version=base, notify=notify)
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -303,8 +306,8 @@ async def test_a_turn_of_a_lost_shard_is_refused_while_the_same_group_commits_a_
                 outcomes[wid] = None
 
         async with anyio.create_task_group() as tg:  # both turns reach the writer in one round
-            tg.start_soon(write, w1, msgspec.structs.replace(turn(w1, 1), consumed=["start"]))
-            tg.start_soon(write, w2, msgspec.structs.replace(turn(w2, 0), consumed=["start"]))
+            tg.start_soon(write, w1, msgspec.structs.replace(turn(w1, 1), consumed=[ROW.id]))
+            tg.start_soon(write, w2, msgspec.structs.replace(turn(w2, 0), consumed=[ROW.id]))
         after = await store.table_counts()
         stats = store.statistics()
         rows = await versions(store, w1, w2)
@@ -383,7 +386,7 @@ async def test_new_workflows_and_outside_commands_are_not_fenced(postgres_schema
         await store.write(Transition(workflow_id=wid, emitted=[CancelWorkflow(id="cancel")], notify=True))
         pending = await store.pending_for(wid)
         reads = store.statistics().outbox_reads
-    assert [CancelWorkflow(id="cancel"), StartWorkflow()] == pending  # by deliver_at, then id
+    assert [CancelWorkflow(id="cancel"), ROW] == pending  # by deliver_at, then id
     assert 1 == reads
 
 

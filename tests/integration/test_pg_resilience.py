@@ -42,7 +42,8 @@ from stabilize_aio import (
 )
 from stabilize_aio._engine import _initial_state
 from stabilize_aio.cluster.membership import LeaseKeeper
-from stabilize_aio.messages.durable import CancelWorkflow, StartWorkflow
+from stabilize_aio.handlers import start
+from stabilize_aio.messages.durable import CancelWorkflow
 from stabilize_aio.model.records import WorkflowRecord
 from stabilize_aio.model.values import Event
 from stabilize_aio.state.commit import Transition
@@ -137,7 +138,8 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0)
 def new_workflow(wid: str) -> NewWorkflow:
     """The op that submits a one-stage workflow with id ``wid``."""
     state = _initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
-    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+    begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
+    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 
 
 def turn(wid: str, base: int) -> Transition:

@@ -47,7 +47,7 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio.messages.durable import StartWorkflow
+from stabilize_aio.handlers import start
 from stabilize_aio.store import NewWorkflow, store_from_url
 from stabilize_aio.store.sqlite.store import SqliteStore
 
@@ -153,7 +153,8 @@ def new_workflow(wid: str, pad: int = 10) -> NewWorkflow:
     """A one-stage workflow op whose input carries ``pad`` bytes."""
     workflow = Workflow(application="app", name="wf", stages=[Stage("a", "t")])
     state = _initial_state(workflow, wid, {"pad": "x" * pad})
-    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+    begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
+    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 
 
 needs_proc_locks = pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc/locks (Linux)")
@@ -335,7 +336,7 @@ async def test_a_full_database_fails_the_group_with_the_real_cause_and_writes_no
     causes = {type(e.__cause__).__name__ for e in errors.values() if e is not None}
     assert {"OperationalError"} == causes
     assert before == after
-    assert {**before, "workflows": 2, "stages": 2, "outbox": 2} == final
+    assert {**before, "workflows": 2, "stages": 2, "outbox": 2, "events": 4} == final
 
 
 async def test_an_engine_whose_writer_fills_the_database_stops_with_the_real_cause(tmp_path: Path) -> None:
@@ -402,16 +403,22 @@ def too_long(wid: str) -> NewWorkflow:
     return new_workflow(wid, pad=200_000)
 
 
+def with_record(op: NewWorkflow, **changes: Any) -> NewWorkflow:
+    """``op`` with its record changed, as inserted and as its start turn leaves it."""
+    assert op.begin is not None
+    assert op.begin.workflow is not None
+    begin = msgspec.structs.replace(op.begin, workflow=msgspec.structs.replace(op.begin.workflow, **changes))
+    return msgspec.structs.replace(op, record=msgspec.structs.replace(op.record, **changes), begin=begin)
+
+
 def null_application(wid: str) -> NewWorkflow:
     """An op without an application (a NOT NULL column)."""
-    op = new_workflow(wid)
-    return msgspec.structs.replace(op, record=msgspec.structs.replace(op.record, application=None))
+    return with_record(new_workflow(wid), application=None)
 
 
 def version_over_64_bits(wid: str) -> NewWorkflow:
     """An op whose version no SQLite INTEGER holds."""
-    op = new_workflow(wid)
-    return msgspec.structs.replace(op, record=msgspec.structs.replace(op.record, version=2**63))
+    return with_record(new_workflow(wid), version=2**63)
 
 
 @pytest.mark.parametrize("bad_op", [too_long, null_application, version_over_64_bits], ids=lambda f: f.__name__)

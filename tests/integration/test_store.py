@@ -20,8 +20,8 @@ from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
 from stabilize_aio._engine import _initial_state
-from stabilize_aio.handlers.rules import handle
-from stabilize_aio.messages.durable import CancelWorkflow, RunTask, StartWorkflow
+from stabilize_aio.handlers import start
+from stabilize_aio.messages.durable import CancelWorkflow, RunTask
 from stabilize_aio.state.commit import Transition
 from stabilize_aio.state.workflow import WorkflowState
 from stabilize_aio.store import NewWorkflow, Store, store_from_url
@@ -48,7 +48,7 @@ def opened(factory: StoreFactory) -> AbstractAsyncContextManager[Store]:
 def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:
     stages = [Stage(r, "t") for r in refs] or [Stage("a", "t")]
     state = _initial_state(Workflow(application="app", name="wf", stages=stages), wid, {"in": 1})
-    op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+    op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs))  # inserted NOT_STARTED
     return state, op
 
 
@@ -57,7 +57,7 @@ async def start_turns(store: Store, count: int, *, stale: int) -> list[Transitio
     states = [new_workflow(f"wf-{i}") for i in range(count)]
     for _, op in states:
         await store.write(op)
-    turns = [handle(state, StartWorkflow(), 1.0) for state, _ in states]
+    turns = [start(state, 1.0)[0] for state, _ in states]
     turns[stale] = msgspec.structs.replace(turns[stale], base_workflow_version=7)  # the row is at version 0
     return turns
 
@@ -80,18 +80,21 @@ async def test_insert_then_load_round_trips(store_factory: StoreFactory) -> None
     assert missing is None
 
 
-async def test_start_row_is_pending_until_its_turn_consumes_it(store_factory: StoreFactory) -> None:
-    """The start row is pending work after submit; the start turn deletes it and adds its RunTasks."""
+async def test_a_row_is_pending_until_a_turn_consumes_it(store_factory: StoreFactory) -> None:
+    """A turn's emitted rows are pending work after it commits; a later turn that consumes one deletes it."""
     state, op = new_workflow("wf-1", "a", "b")
     async with opened(store_factory) as store:
         await store.write(op)
         before = await store.pending_messages()
-        t = handle(state, StartWorkflow(), 10.0)
+        t, _ = start(state, 10.0)
         await store.write(t)
         after = await store.pending_messages()
-    assert [("wf-1", StartWorkflow())] == before
+        await store.write(Transition(workflow_id="wf-1", consumed=[t.emitted[0].id]))
+        left = await store.pending_messages()
+    assert [] == before  # an insert alone writes no row
     assert sorted(m.id for m in t.emitted) == sorted(m.id for _, m in after)
     assert all(isinstance(m, RunTask) for _, m in after)
+    assert sorted(m.id for m in t.emitted[1:]) == sorted(m.id for _, m in left)
 
 
 async def test_concurrent_writes_are_grouped_into_few_commits(store_factory: StoreFactory) -> None:
@@ -180,8 +183,7 @@ async def test_a_failing_callback_lets_the_round_finish_then_stops_the_writer(st
 async def test_a_start_turn_committed_with_its_insert_lands_as_the_turn_left_it(store_factory: StoreFactory) -> None:
     """Submit's insert with its start turn folded in stores the started rows, its RunTasks and its events."""
     state, _ = new_workflow("wf-1", "a", "b")
-    t = handle(state, StartWorkflow(), 5.0)
-    t = msgspec.structs.replace(t, consumed=[])  # submit's start turn has no start row to consume
+    t, _ = start(state, 5.0)
     op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=t)
     async with opened(store_factory) as store:
         await store.write(op)
@@ -200,9 +202,10 @@ async def test_consuming_a_row_twice_is_refused(store_factory: StoreFactory) -> 
     _, op = new_workflow("wf-1")
     async with opened(store_factory) as store:
         await store.write(op)
-        await store.write(Transition(workflow_id="wf-1", consumed=["start"]))
+        await store.write(Transition(workflow_id="wf-1", emitted=[CancelWorkflow(id="cancel")]))
+        await store.write(Transition(workflow_id="wf-1", consumed=["cancel"]))
         with pytest.raises(ConcurrencyError):
-            await store.write(Transition(workflow_id="wf-1", consumed=["start"]))
+            await store.write(Transition(workflow_id="wf-1", consumed=["cancel"]))
         assert [] == await store.pending_messages()
 
 
@@ -210,13 +213,14 @@ async def test_discarding_a_missing_row_is_not_an_error(store_factory: StoreFact
     """A discard (a late or repeated command) deletes the row if it is there and never fails."""
     _, op = new_workflow("wf-1")
     cancel = CancelWorkflow(id="cancel", reason="x")
+    other = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, attempt=1)
     async with opened(store_factory) as store:
         await store.write(op)
-        await store.write(Transition(workflow_id="wf-1", emitted=[cancel]))
+        await store.write(Transition(workflow_id="wf-1", emitted=[other, cancel]))
         await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
         await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
         pending = await store.pending_messages()
-    assert [("wf-1", StartWorkflow())] == pending
+    assert [("wf-1", other)] == pending
 
 
 async def test_a_duplicate_row_or_event_is_refused(store_factory: StoreFactory) -> None:
@@ -224,7 +228,7 @@ async def test_a_duplicate_row_or_event_is_refused(store_factory: StoreFactory) 
     state, op = new_workflow("wf-1")
     async with opened(store_factory) as store:
         await store.write(op)
-        t = handle(state, StartWorkflow(), 1.0)
+        t, _ = start(state, 1.0)
         await store.write(t)
         again = Transition(workflow_id="wf-1", events=list(t.events))
         with pytest.raises(ConcurrencyError):
@@ -258,7 +262,7 @@ async def test_list_filters_and_orders_newest_first(store_factory: StoreFactory)
             await store.write(msgspec.structs.replace(op, record=msgspec.structs.replace(op.record, created_at=i)))
         state, _ = new_workflow("wf-1")
         state.record = msgspec.structs.replace(state.record, created_at=1)
-        await store.write(handle(state, StartWorkflow(), 5.0))
+        await store.write(start(state, 5.0)[0])
         everything = await store.list_workflows(status=None, application=None, limit=10)
         running = await store.list_workflows(status="RUNNING", application=None, limit=10)
         none = await store.list_workflows(status=None, application="other", limit=10)
@@ -273,7 +277,7 @@ async def test_state_survives_reopening(store_factory: StoreFactory) -> None:
     state, op = new_workflow("wf-1", "a")
     async with opened(store_factory) as store:
         await store.write(op)
-        await store.write(handle(state, StartWorkflow(), 1.0))
+        await store.write(start(state, 1.0)[0])
     async with opened(store_factory) as store:
         loaded = await store.load("wf-1")
         pending = await store.pending_messages()

@@ -23,7 +23,7 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio.messages.durable import StartWorkflow
+from stabilize_aio.handlers import start
 from stabilize_aio.store import NewWorkflow, store_from_url
 from stabilize_aio.store.postgres.store import PostgresStore
 
@@ -40,7 +40,8 @@ def opened(url: str) -> AbstractAsyncContextManager[PostgresStore]:
 def new_workflow(wid: str) -> NewWorkflow:
     """The op that submits a one-stage workflow with id ``wid``."""
     state = _initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
-    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), start=StartWorkflow())
+    begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
+    return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 
 
 async def test_a_duplicate_key_is_a_concurrency_error_chained_from_the_driver(postgres_schema_url: str) -> None:
@@ -51,7 +52,7 @@ async def test_a_duplicate_key_is_a_concurrency_error_chained_from_the_driver(po
             await store.write(new_workflow("wf-1"))
         counts = await store.table_counts()
     assert asyncpg.UniqueViolationError is type(caught.value.__cause__)
-    assert {"workflows": 1, "stages": 1, "outbox": 1, "events": 0} == counts
+    assert {"workflows": 1, "stages": 1, "outbox": 1, "events": 2} == counts
 
 
 async def test_a_terminated_writer_connection_is_replaced_and_the_write_lands(
@@ -113,7 +114,7 @@ async def test_a_connection_lost_inside_a_group_is_retried_on_a_new_one(
         counts = await store.table_counts()
         stats = (store.reconnects, store.statistics().commits)
     assert loaded is not None
-    assert {"workflows": 1, "stages": 1, "outbox": 1, "events": 0} == counts
+    assert {"workflows": 1, "stages": 1, "outbox": 1, "events": 2} == counts
     assert (1, 1) == stats
     assert 2 == await trigger_calls(postgres_url, schema)
 

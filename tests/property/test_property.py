@@ -41,10 +41,11 @@ from stabilize_aio import (
     WorkflowStatus,
 )
 from stabilize_aio._engine import _initial_state
-from stabilize_aio.handlers.rules import handle
-from stabilize_aio.messages.durable import Durable, RunTask, StartWorkflow
+from stabilize_aio.handlers import handle, start
+from stabilize_aio.messages.durable import Durable, RunTask
 from stabilize_aio.messages.memory import Message, TaskDone, TaskOutcome
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.model.events import KINDS as EVENT_KINDS
+from stabilize_aio.state.commit import Commit, Effects
 from stabilize_aio.state.workflow import WorkflowState
 from stabilize_aio.testing import running_engine
 
@@ -299,6 +300,8 @@ def check_history(script: Script, statuses: tuple[WorkflowStatus, ...], events: 
     assert {i: statuses[i] for i in completed} == completed
     assert ["workflow.completed"] == [e.kind for e in events if e.kind == "workflow.completed"]
     assert "workflow.completed" == events[-1].kind
+    assert {e.kind for e in events} <= EVENT_KINDS, "only kinds of the event catalogue are recorded"
+    assert len(events) == len({e.key for e in events}), "event keys are unique per workflow"
 
 
 def check_started_iff_requisites_continue(script: Script, statuses: tuple[WorkflowStatus, ...]) -> None:
@@ -341,16 +344,19 @@ class PureRun:
         self.script = script
         self.state: WorkflowState = _initial_state(build(script), "wf-1", {})
         self.now = 0.0
-        self.outbox: dict[str, Durable] = {"start": StartWorkflow()}  # what submit writes
+        self.outbox: dict[str, Durable] = {}  # submit writes no start row: the start turn is part of its insert
         self.events: list[Event] = []
         self.inflight: list[RunTask] = []
         self.delayed: list[RunTask] = []
         self.cancelled: set[str] = set()
         self.calls: dict[tuple[int, int], int] = {}
 
-    def commit(self, message: Message) -> Transition:
-        """Handle one message, commit its transition and take its follow-ups."""
-        t = handle(self.state, message, self.now)
+    def commit(self, message: Message) -> Commit:
+        """Handle one message, commit its turn and take its follow-ups."""
+        return self.take(*handle(self.state, message, self.now))
+
+    def take(self, t: Commit, effects: Effects) -> Commit:
+        """Commit a turn as the store would, and act on it as the actor would."""
         self.state.apply(t)
         for mid in t.consumed:
             assert mid in self.outbox, f"consumed a row that is not pending: {mid}"
@@ -359,8 +365,8 @@ class PureRun:
             assert m.id not in self.outbox, f"emitted a row twice: {m.id}"
             self.outbox[m.id] = m
         self.events.extend(t.events)
-        self.cancelled.update(t.cancel_runs)
-        self.inflight = [r for r in self.inflight if r.id not in self.cancelled] + list(t.dispatch)
+        self.cancelled.update(effects.cancel_runs)
+        self.inflight = [r for r in self.inflight if r.id not in self.cancelled] + list(effects.dispatch)
         self.delayed.extend(m for m in t.emitted if isinstance(m, RunTask) and m.deliver_at is not None)
         return t
 
@@ -394,11 +400,11 @@ class PureRun:
                     result = TaskResult.success()
             case _:
                 error = ErrorInfo.capped("RuntimeError", "scripted failure", attempt=run.attempt, transient=False)
-        return TaskOutcome(result=result, error=error, retry=retry, poll_interval=0.0)
+        return TaskOutcome(result=result, error=error, retry=retry, poll_interval=0.0, started_at=self.now - 1.0)
 
     def run(self) -> None:
         """Start the workflow and execute until it completes."""
-        self.commit(StartWorkflow())
+        self.take(*start(self.state, self.now))  # the start turn, committed with the run's insert
         ticks = 0
         while self.state.record.status is S.RUNNING:
             assert self.inflight or self.delayed, "the workflow runs but nothing is pending"
@@ -433,10 +439,13 @@ def test_pure_handlers_end_where_the_model_predicts(script: Script) -> None:
     check_history(script, run.statuses, run.events)
     check_started_iff_requisites_continue(script, run.statuses)
     assert {} == run.outbox, "no row stays pending after the run completed"
+    started = [e for e in run.events if e.kind == "task.started"]
+    assert sum(run.calls.values()) == len(started), "every call whose result committed records task.started"
+    assert all(e.at < run.now for e in started), "task.started is at the call's start, not at its result"
     assert [] == run.inflight, "no task call is left to run"
     for stale in run.delayed:  # a poll or retry of a stage the TERMINAL cancelled
-        t = handle(run.state, stale, run.now + 1.0)
-        assert (True, []) == (t.empty, t.dispatch), "a stale redelivery after completion changes nothing"
+        t, effects = handle(run.state, stale, run.now + 1.0)
+        assert (True, []) == (t.empty, effects.dispatch), "a stale redelivery after completion changes nothing"
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -2,42 +2,108 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
+import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from stabilize_aio import RetryPolicy, Stage, TaskResult, Workflow, WorkflowStatus
 from stabilize_aio._engine import _initial_state
-from stabilize_aio.handlers.rules import handle
-from stabilize_aio.messages.durable import CancelWorkflow, RunTask, StageTimeout, StartWorkflow
+from stabilize_aio.dag.joins import AND, join_of
+from stabilize_aio.handlers import apply, control, handle, kernel, signals, start, tasks
+from stabilize_aio.messages.durable import CancelWorkflow, Durable, RunTask, StageTimeout
 from stabilize_aio.messages.memory import Message, ParkTask, TaskDone, TaskOutcome
-from stabilize_aio.model.values import ErrorInfo
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.model.events import KINDS
+from stabilize_aio.model.records import StageRun, WorkflowRecord
+from stabilize_aio.model.values import ErrorInfo, Event
+from stabilize_aio.state.commit import Commit, Effects
+from stabilize_aio.state.turn import Turn
 from stabilize_aio.state.workflow import WorkflowState
 
 S = WorkflowStatus
 NO_WAIT = RetryPolicy(max_attempts=3, initial=1.0, multiplier=2.0, jitter=0.0)
 
 
+class Step:
+    """One turn as the tests read it: what it commits and what follows the commit."""
+
+    def __init__(self, commit: Commit, effects: Effects) -> None:
+        self.commit = commit
+        self.effects = effects
+
+    # what the store sees
+    @property
+    def empty(self) -> bool:
+        return self.commit.empty
+
+    @property
+    def consumed(self) -> list[str]:
+        return self.commit.consumed
+
+    @property
+    def discarded(self) -> list[str]:
+        return self.commit.discarded
+
+    @property
+    def stages(self) -> dict[int, StageRun]:
+        return self.commit.stages
+
+    @property
+    def workflow(self) -> WorkflowRecord | None:
+        return self.commit.workflow
+
+    @property
+    def emitted(self) -> list[Durable]:
+        return self.commit.emitted
+
+    @property
+    def events(self) -> list[Event]:
+        return self.commit.events
+
+    # what happens after it
+    @property
+    def dispatch(self) -> list[RunTask]:
+        return self.effects.dispatch
+
+    @property
+    def cancel_runs(self) -> list[str]:
+        return self.effects.cancel_runs
+
+    @property
+    def finished(self) -> bool:
+        return self.effects.finished
+
+
 class Harness:
-    """Feeds messages through the handlers and applies each transition, like an actor after commit."""
+    """Feeds messages through the handlers and applies each commit, like an actor after commit."""
 
     def __init__(self, *stages: Stage, inputs: dict[str, Any] | None = None) -> None:
         wf = Workflow(application="app", name="wf", stages=list(stages))
         self.state: WorkflowState = _initial_state(wf, "wf-1", inputs or {})
         self.now = 1000.0
-        self.log: list[Transition] = []
+        self.log: list[Step] = []
 
-    def send(self, message: Message) -> Transition:
-        t = handle(self.state, message, self.now)
-        self.state.apply(t)
-        self.log.append(t)
-        return t
+    def _applied(self, commit: Commit, effects: Effects) -> Step:
+        self.state.apply(commit)
+        step = Step(commit, effects)
+        self.log.append(step)
+        return step
+
+    def start(self) -> Step:
+        """The run's start turn, as submit commits it with the run's insert."""
+        return self._applied(*start(self.state, self.now))
+
+    def send(self, message: Message) -> Step:
+        return self._applied(*handle(self.state, message, self.now))
 
     def status(self, ref: str) -> WorkflowStatus:
         return self.state.runs[self.state.stage_index(ref)].status
 
-    def done(self, run: RunTask, result: TaskResult | None = None, **outcome: Any) -> Transition:
+    def done(self, run: RunTask, result: TaskResult | None = None, **outcome: Any) -> Step:
         if result is not None:
             outcome["result"] = result
         outcome.setdefault("retry", NO_WAIT)
@@ -56,29 +122,21 @@ def only(items: list[T]) -> T:
     return items[0]
 
 
-def test_start_dispatches_every_root_and_consumes_the_start_row() -> None:
-    """StartWorkflow runs the workflow, starts the roots, and emits one RunTask per root."""
+def test_start_dispatches_every_root_and_writes_no_start_row() -> None:
+    """The start turn runs the workflow, starts the roots, and emits one RunTask per root; it consumes nothing."""
     h = Harness(Stage("a", "t"), Stage("b", "t"), Stage("c", "t", requisites=["a", "b"]))
-    t = h.send(StartWorkflow())
+    t = h.start()
     assert S.RUNNING == h.state.record.status
-    assert ["start"] == t.consumed
+    assert ([], []) == (t.consumed, t.discarded)  # committed with the insert: there is no start row
     assert ["a", "b"] == [h.state.specs[r.stage].ref_id for r in t.dispatch]
     assert [S.RUNNING, S.RUNNING, S.NOT_STARTED] == [r.status for r in h.state.runs]
     assert {"workflow.started", "stage.started"} == {e.kind for e in t.events}
 
 
-def test_repeated_start_changes_nothing_and_drops_its_row_without_fence() -> None:
-    """A redelivered StartWorkflow is a no-op that only discards a possibly left row."""
-    h = Harness(Stage("a", "t"))
-    h.send(StartWorkflow())
-    t = h.send(StartWorkflow())
-    assert ([], ["start"], {}, []) == (t.consumed, t.discarded, t.stages, t.dispatch)
-
-
 def test_and_join_waits_for_every_requisite() -> None:
     """A join stage starts only after its last requisite succeeds, and then exactly once."""
     h = Harness(Stage("a", "t"), Stage("b", "t"), Stage("j", "t", requisites=["a", "b"]))
-    ra, rb = h.send(StartWorkflow()).dispatch
+    ra, rb = h.start().dispatch
     t1 = h.done(ra, ok())
     assert ([], S.NOT_STARTED) == (t1.dispatch, h.status("j"))
     t2 = h.done(rb, ok())
@@ -89,7 +147,7 @@ def test_and_join_waits_for_every_requisite() -> None:
 def test_result_consumes_its_run_row_and_completes_the_workflow() -> None:
     """The last success consumes the RunTask row and ends the workflow SUCCEEDED in the same turn."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.done(run, ok(x=1))
     assert [run.id] == t.consumed
     assert (S.SUCCEEDED, S.SUCCEEDED, True) == (h.status("a"), h.state.record.status, t.finished)
@@ -99,7 +157,7 @@ def test_result_consumes_its_run_row_and_completes_the_workflow() -> None:
 def test_stale_or_duplicate_result_is_dropped() -> None:
     """A second result for the same run changes nothing and consumes nothing."""
     h = Harness(Stage("a", "t"), Stage("b", "t", requisites=["a"]))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     h.done(run, ok())
     t = h.done(run, ok())
     assert t.empty
@@ -113,7 +171,7 @@ def test_context_layers_inputs_ancestors_own_then_updates() -> None:
         Stage("c", "t", context={"k": "own", "own": 1}, requisites=["a", "b"]),
         inputs={"k": "input", "i": 1},
     )
-    ra, rb = h.send(StartWorkflow()).dispatch
+    ra, rb = h.start().dispatch
     h.done(rb, ok(k="b", from_b=1))
     rc = only(h.done(ra, ok(k="a", from_a=1, shared="a")).dispatch)
     c = h.state.stage_index("c")
@@ -125,7 +183,7 @@ def test_context_layers_inputs_ancestors_own_then_updates() -> None:
 def test_running_polls_after_interval_and_keeps_attempt() -> None:
     """`running` emits a delayed RunTask after the poll interval, same attempt, context kept."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.done(run, TaskResult.running(context={"n": 1}), poll_interval=30.0)
     poll = only([m for m in t.emitted if isinstance(m, RunTask)])
     assert (h.now + 30.0, 1, []) == (poll.deliver_at, poll.attempt, t.dispatch)
@@ -137,7 +195,7 @@ def test_running_polls_after_interval_and_keeps_attempt() -> None:
 def test_transient_error_retries_with_backoff_then_fails() -> None:
     """A transient error schedules attempt+1 after the policy's delay; past max_attempts the stage fails."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     delays = []
     for attempt in (1, 2):
         err = ErrorInfo.capped("TransientError", "later", attempt=attempt, transient=True)
@@ -157,7 +215,7 @@ def test_transient_error_retries_with_backoff_then_fails() -> None:
 def test_retry_after_is_a_floor_for_the_delay() -> None:
     """TransientError.retry_after raises the delay above the policy's."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     err = ErrorInfo.capped("TransientError", "busy", attempt=1, transient=True)
     t = h.done(run, error=err, retry_after=42.0)
     retry = only([m for m in t.emitted if isinstance(m, RunTask)])
@@ -167,7 +225,7 @@ def test_retry_after_is_a_floor_for_the_delay() -> None:
 def test_permanent_error_fails_at_once() -> None:
     """A non-transient error fails the stage with the error recorded, no retry."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.done(run, error=ErrorInfo.capped("ValueError", "bad", attempt=1, transient=False))
     assert [] == [m for m in t.emitted if isinstance(m, RunTask)]
     error = h.state.runs[0].error
@@ -189,7 +247,7 @@ def test_failure_flags(
 ) -> None:
     """A terminal task result gives the stage its failure status, and the workflow stabilize's final status."""
     h = Harness(Stage("a", "t", **flags), Stage("b", "t"), Stage("after_a", "t", requisites=["a"]))
-    ra, rb = h.send(StartWorkflow()).dispatch
+    ra, rb = h.start().dispatch
     t = h.done(ra, TaskResult.terminal("boom"))
     for run in t.dispatch:
         t = h.done(run, ok())
@@ -205,7 +263,7 @@ def test_failure_flags(
 def test_terminal_cancels_running_siblings_and_their_calls() -> None:
     """TERMINAL halts the workflow: running stages become CANCELED, their rows consumed, calls cancelled."""
     h = Harness(Stage("a", "t"), Stage("b", "t"), Stage("c", "t"))
-    ra, rb, rc = h.send(StartWorkflow()).dispatch
+    ra, rb, rc = h.start().dispatch
     t = h.done(ra, TaskResult.terminal("boom"))
     assert {ra.id, rb.id, rc.id} == set(t.consumed)
     assert {rb.id, rc.id} == set(t.cancel_runs)
@@ -217,7 +275,7 @@ def test_terminal_cancels_running_siblings_and_their_calls() -> None:
 def test_stopped_result_stops_only_its_branch() -> None:
     """TaskResult.stopped ends the stage STOPPED; the other branch finishes and the workflow SUCCEEDS."""
     h = Harness(Stage("a", "t"), Stage("b", "t"), Stage("a2", "t", requisites=["a"]))
-    ra, rb = h.send(StartWorkflow()).dispatch
+    ra, rb = h.start().dispatch
     h.done(ra, TaskResult.stopped())
     assert S.RUNNING == h.state.record.status
     h.done(rb, ok())
@@ -227,7 +285,7 @@ def test_stopped_result_stops_only_its_branch() -> None:
 def test_failed_continue_result_runs_the_next_task_and_marks_the_stage() -> None:
     """A task's failed_continue result moves to the stage's next task; the stage ends FAILED_CONTINUE."""
     h = Harness(Stage("a", tasks=["t1", "t2"]), Stage("b", "t", requisites=["a"]))
-    r1 = only(h.send(StartWorkflow()).dispatch)
+    r1 = only(h.start().dispatch)
     r2 = only(h.done(r1, TaskResult.failed_continue("meh", outputs={"x": 1})).dispatch)
     assert ("t2", 1) == (r2.task_type, r2.task)
     rb = only(h.done(r2, ok(y=2)).dispatch)
@@ -239,7 +297,7 @@ def test_failed_continue_result_runs_the_next_task_and_marks_the_stage() -> None
 def test_stage_timeout_timer_fails_the_stage_mid_call() -> None:
     """The stage timer, when it fires on a running stage, cancels the call and fails the stage."""
     h = Harness(Stage("a", "t", stage_timeout=5.0))
-    t = h.send(StartWorkflow())
+    t = h.start()
     timer = only([m for m in t.emitted if isinstance(m, StageTimeout)])
     run = only(t.dispatch)
     assert h.now + 5.0 == timer.deliver_at
@@ -254,7 +312,7 @@ def test_stage_timeout_timer_fails_the_stage_mid_call() -> None:
 def test_stage_timer_is_consumed_when_the_stage_finishes_first() -> None:
     """A stage that finishes before its timeout consumes its timer row; the late timer is ignored."""
     h = Harness(Stage("a", "t", stage_timeout=5.0))
-    t = h.send(StartWorkflow())
+    t = h.start()
     timer = only([m for m in t.emitted if isinstance(m, StageTimeout)])
     t2 = h.done(only(t.dispatch), ok())
     assert timer.id in t2.consumed
@@ -264,7 +322,7 @@ def test_stage_timer_is_consumed_when_the_stage_finishes_first() -> None:
 def test_cancel_cancels_running_and_pending_stages() -> None:
     """CancelWorkflow ends running and never-started stages CANCELED and the workflow CANCELED."""
     h = Harness(Stage("a", "t"), Stage("b", "t", requisites=["a"]))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.send(CancelWorkflow(id="cancel", reason="user"))
     assert ({"cancel", run.id}, [run.id]) == (set(t.consumed), t.cancel_runs)
     assert ([S.CANCELED, S.CANCELED], S.CANCELED) == ([r.status for r in h.state.runs], h.state.record.status)
@@ -276,7 +334,7 @@ def test_cancel_cancels_running_and_pending_stages() -> None:
 def test_cancel_of_a_task_waiting_out_a_backoff_consumes_its_delayed_row() -> None:
     """A RunTask waiting for its retry is a row too: cancel consumes it."""
     h = Harness(Stage("a", "t"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.done(run, error=ErrorInfo.capped("TransientError", "x", attempt=1, transient=True))
     retry = only([m for m in t.emitted if isinstance(m, RunTask)])
     t2 = h.send(CancelWorkflow(id="cancel"))
@@ -286,7 +344,7 @@ def test_cancel_of_a_task_waiting_out_a_backoff_consumes_its_delayed_row() -> No
 def test_unknown_task_type_parks_without_failing() -> None:
     """ParkTask records a clear error on the stage and leaves it RUNNING with its row pending."""
     h = Harness(Stage("a", "missing"))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.send(ParkTask(run=run))
     error = h.state.runs[0].error
     assert error is not None
@@ -302,7 +360,7 @@ def test_wide_fan_in_is_linear() -> None:
     stages += [Stage(f"s{i}", "t", requisites=["root"]) for i in range(width)]
     stages.append(Stage("join", "t", requisites=[f"s{i}" for i in range(width)]))
     h = Harness(*stages)
-    runs = h.done(only(h.send(StartWorkflow()).dispatch), ok()).dispatch
+    runs = h.done(only(h.start().dispatch), ok()).dispatch
     assert width == len(runs)
     started = []
     for run in runs:
@@ -315,17 +373,126 @@ def test_wide_fan_in_is_linear() -> None:
 def test_empty_stage_succeeds_at_once() -> None:
     """A stage without tasks is a pure join point: it succeeds as soon as it starts."""
     h = Harness(Stage("a", "t"), Stage("join", requisites=["a"]), Stage("b", "t", requisites=["join"]))
-    run = only(h.send(StartWorkflow()).dispatch)
+    run = only(h.start().dispatch)
     t = h.done(run, ok())
     assert (S.SUCCEEDED, ["b"]) == (h.status("join"), [h.state.specs[r.stage].ref_id for r in t.dispatch])
 
 
 def test_handler_is_pure_until_applied() -> None:
-    """handle() leaves the state untouched; only apply() changes it."""
+    """start() and handle() leave the state untouched; only apply() changes it."""
     wf = Workflow(application="a", name="w", stages=[Stage("a", "t")])
     state = _initial_state(wf, "w", {})
     before = (state.record, list(state.runs))
-    t1 = handle(state, StartWorkflow(), 1.0)
-    t2 = handle(state, StartWorkflow(), 1.0)
+    t1 = start(state, 1.0)
+    t2 = start(state, 1.0)
     assert before == (state.record, state.runs)
     assert t1 == t2
+    run = t1[1].dispatch[0]
+    state.apply(t1[0])
+    after = (state.record, list(state.runs))
+    d1 = handle(state, TaskDone(run=run, outcome=TaskOutcome(result=TaskResult.success())), 2.0)
+    d2 = handle(state, TaskDone(run=run, outcome=TaskOutcome(result=TaskResult.success())), 2.0)
+    assert after == (state.record, state.runs)
+    assert d1 == d2
+
+
+def test_task_events_record_the_call_its_failure_and_its_retry() -> None:
+    """task.started (at the call's start), task.failed / task.timed_out and retry.scheduled, in the result's turn."""
+    h = Harness(Stage("a", "t"))
+    run = only(h.start().dispatch)
+    err = ErrorInfo.capped("ValueError", "flaky", attempt=1, transient=True)
+    t = h.done(run, error=err, started_at=h.now - 3.0)
+    retry = only([m for m in t.emitted if isinstance(m, RunTask)])
+    assert [
+        ("task.started", "task.started:0:0:0:1:0", h.now - 3.0),
+        ("task.failed", "task.failed:0:0:0:1:0", h.now),
+        ("retry.scheduled", "retry.scheduled:0:0:0:2:0", h.now),
+    ] == [(e.kind, e.key, e.at) for e in t.events]
+    timeout = ErrorInfo.capped("TaskTimeout", "too slow", attempt=2, transient=True)
+    t2 = h.done(retry, error=timeout, started_at=h.now - 1.0)
+    assert ["task.started", "task.timed_out", "retry.scheduled"] == [e.kind for e in t2.events]
+    refused = ErrorInfo.capped("CircuitOpen", "open", attempt=3, transient=True)
+    t3 = h.done(only([m for m in t2.emitted if isinstance(m, RunTask)]), error=refused, free_retry=True)
+    assert [("retry.scheduled", "retry.scheduled:0:0:0:3:1")] == [(e.kind, e.key) for e in t3.events]  # no call
+
+
+def test_a_failing_result_records_task_failed() -> None:
+    """A terminal result is a failed call: task.failed with its message, then the stage's completion."""
+    h = Harness(Stage("a", "t"))
+    t = h.done(only(h.start().dispatch), TaskResult.terminal("boom"))
+    failed = only([e for e in t.events if e.kind == "task.failed"])
+    assert ("task.failed:0:0:0:1:0", "boom", "TERMINAL") == (failed.key, failed.message, failed.status)
+
+
+def test_a_stage_that_ends_skipped_records_stage_skipped() -> None:
+    """A stage ending SKIPPED records stage.skipped (not stage.completed), and its downstream starts."""
+    h = Harness(Stage("a", "t"), Stage("b", "t", requisites=["a"]))
+    h.start()
+    turn = Turn(h.state, h.now)
+    kernel.complete_stage(turn, 0, S.SKIPPED)
+    assert [("stage.skipped", "stage.skipped:0:0"), ("stage.started", "stage.started:1:0")] == [
+        (e.kind, e.key) for e in turn.commit.events
+    ]
+    assert ["b"] == [h.state.specs[r.stage].ref_id for r in turn.effects.dispatch]
+
+
+def test_every_message_kind_has_a_case() -> None:
+    """apply() matches every message class; anything else is refused (assert_never), not silently ignored."""
+    h = Harness(Stage("a", "t"))
+    with pytest.raises(AssertionError):
+        apply(Turn(h.state, h.now), object())  # type: ignore[arg-type]
+    source = inspect.getsource(apply)
+    for cls in typing.get_args(Message):
+        assert f"case {cls.__name__}():" in source
+
+
+def test_handlers_record_only_catalogue_kinds() -> None:
+    """Every event kind the handlers record is in the catalogue (model/events.py), and the catalogue is complete."""
+    recorded: set[str] = set()
+    for module in (kernel, tasks, signals, control):
+        recorded |= set(re.findall(r'record_event\(\s*"([a-z_.]+)"', inspect.getsource(module)))
+    assert recorded <= KINDS
+    assert {"task.started", "task.failed", "task.timed_out", "retry.scheduled", "stage.skipped"} <= recorded
+    assert {
+        *("workflow.started", "workflow.completed", "workflow.paused", "workflow.resumed", "workflow.restarted"),
+        *("stage.started", "stage.completed", "stage.skipped", "stage.jumped", "stage.signaled"),
+        *("task.started", "task.failed", "task.timed_out", "retry.scheduled"),
+        *("compensation.started", "compensation.completed", "compensation.failed"),
+        *("stage.suspended", "signal.dropped", "workflow.error", "workflow.quarantined"),
+    } == KINDS
+
+
+def test_handlers_import_only_the_pure_layers() -> None:
+    """Handlers may import model/, dag/, messages/, state/ and _errors/_ids/_codec: no store, runtime, pool, anyio."""
+    allowed = tuple(f"stabilize_aio.{p}" for p in ("model", "dag", "messages", "state", "handlers"))
+    allowed_modules = {"stabilize_aio._errors", "stabilize_aio._ids", "stabilize_aio._codec"}
+    folder = Path(kernel.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = "stabilize_aio" + ("" if node.level == 2 else ".handlers")
+                    name = f"{base}.{node.module}" if node.module else base
+                else:
+                    name = node.module or ""
+                names = [name]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("stabilize_aio"):
+                    ok = name in allowed_modules or name.startswith(allowed)
+                    assert ok, f"{path.name} imports {name}"
+                else:
+                    assert name.split(".")[0] in {"__future__", "typing", "collections", "msgspec"}, (
+                        f"{path.name} imports {name}"
+                    )
+
+
+def test_readiness_asks_the_join_policy() -> None:
+    """Today every stage joins with AND: it starts when no requisite is outstanding."""
+    h = Harness(Stage("a", "t"), Stage("j", "t", requisites=["a"]))
+    assert join_of(h.state.specs[1]) is AND
+    assert (True, False) == (AND.ready(requisites=2, outstanding=0), AND.ready(requisites=2, outstanding=1))

@@ -1,0 +1,1 @@
+"""dag: how stages wait for each other (join policies); see docs/architecture.md."""

@@ -1,0 +1,154 @@
+"""The kernel every message family builds on: start a run, start and complete stages, finish.
+
+Readiness is asked of the stage's join policy (``dag/joins.py``) at each
+arrival, from two counts the state keeps in O(1): a stage starts when its
+policy says so (today AND: no requisite outstanding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..dag.joins import join_of
+from ..messages.durable import RunTask, StageTimeout
+from ..model.records import LIVE, StageRun
+from ..model.status import WorkflowStatus
+from ..model.values import ErrorInfo
+from ..state.turn import Turn
+
+S = WorkflowStatus
+
+
+def begin(turn: Turn) -> None:
+    """Start a just-submitted run: RUNNING, every root stage started (committed with the insert)."""
+    turn.set_workflow(S.RUNNING, started_at=turn.now)
+    turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
+    for i, spec in enumerate(turn.state.specs):
+        if not spec.requisites:
+            start_stage(turn, i)
+    maybe_complete(turn)
+
+
+def start_stage(turn: Turn, i: int) -> None:
+    """Start stage ``i``: its stage timer, its first task (or, without tasks, its success)."""
+    spec = turn.spec(i)
+    run = turn.run(i)
+    timer_id = None
+    if spec.stage_timeout is not None:
+        timer_id = f"t{i}.{run.generation}"
+        turn.emit(
+            StageTimeout(id=timer_id, stage=i, generation=run.generation, deliver_at=turn.now + spec.stage_timeout)
+        )
+    turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
+    turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
+    if not spec.tasks:
+        complete_stage(turn, i, S.SUCCEEDED)
+    else:
+        emit_run(turn, i, deliver_at=None)
+
+
+def emit_run(turn: Turn, i: int, *, deliver_at: float | None) -> None:
+    """Emit the RunTask of stage ``i``'s current task, attempt and poll (dispatched now or at ``deliver_at``)."""
+    run = turn.run(i)
+    spec = turn.spec(i)
+    rid = f"r{i}.{run.generation}.{run.task_index}.{run.attempt}.{run.polls}"
+    turn.emit(
+        RunTask(
+            id=rid,
+            stage=i,
+            task=run.task_index,
+            task_type=spec.tasks[run.task_index],
+            generation=run.generation,
+            attempt=run.attempt,
+            deliver_at=deliver_at,
+        )
+    )
+    turn.update_stage(i, run_id=rid)
+
+
+def call_key(i: int, run: StageRun) -> str:
+    """The key suffix of one task call's events: stage, generation, task, attempt, poll (its RunTask's id)."""
+    return f"{i}:{run.generation}:{run.task_index}:{run.attempt}:{run.polls}"
+
+
+def current(turn: Turn, run_msg: RunTask) -> StageRun | None:
+    """The stage run a RunTask belongs to, or None if the message is stale."""
+    if turn.record.status is not S.RUNNING:
+        return None
+    run = turn.run(run_msg.stage)
+    if run.status is not S.RUNNING or run.run_id != run_msg.id:
+        return None
+    return run
+
+
+def complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo | None = None) -> None:
+    """End stage ``i`` with ``status``; start what its end makes ready; halt or complete the run."""
+    run = turn.run(i)
+    if run.status is S.SUSPENDED:  # a deadline on a signal wait: the stage resumes to end (the table's way)
+        run = turn.set_stage(i, S.RUNNING)
+    if run.timer_id is not None:
+        turn.consume(run.timer_id)
+    changes: dict[str, Any] = {"ended_at": turn.now, "run_id": None, "timer_id": None, "parked": False}
+    if error is not None:
+        changes["error"] = error
+    turn.set_stage(i, status, **changes)
+    if status is S.SKIPPED:
+        turn.record_event("stage.skipped", f"stage.skipped:{i}:{run.generation}", stage=i, status=status)
+    else:
+        turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=status)
+    if status is S.TERMINAL:
+        cancel_stages(turn, include_not_started=False)
+        finish(turn, S.TERMINAL)
+        return
+    if status.can_continue:
+        state = turn.state
+        for c in state.children[i]:
+            if turn.run(c).status is S.NOT_STARTED and join_of(state.specs[c]).ready(
+                requisites=len(state.specs[c].requisites), outstanding=turn.outstanding(c)
+            ):
+                start_stage(turn, c)
+    maybe_complete(turn)
+
+
+def maybe_complete(turn: Turn) -> None:
+    """Complete the workflow once no stage runs (nothing else can start then)."""
+    if turn.active or turn.record.status is not S.RUNNING:
+        return
+    statuses = [run.status for _, run in turn.runs()]
+    if S.TERMINAL in statuses:
+        final = S.TERMINAL
+    elif S.STOPPED in statuses:
+        fail = any(run.status is S.STOPPED and turn.spec(i).complete_other_branches_then_fail for i, run in turn.runs())
+        final = S.TERMINAL if fail else S.SUCCEEDED
+    elif S.CANCELED in statuses:
+        final = S.CANCELED
+    else:
+        final = S.SUCCEEDED
+    finish(turn, final)
+
+
+def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
+    """End the run with ``status`` in this turn (its waiters are woken after the commit)."""
+    turn.set_workflow(status, ended_at=turn.now, **changes)
+    turn.record_event("workflow.completed", "workflow.completed", status=status)
+    turn.finish()
+
+
+def cancel_stages(turn: Turn, *, include_not_started: bool) -> None:
+    """Cancel every live stage (their rows and calls too) and, if asked, the ones not started."""
+    for i, run in list(turn.runs()):
+        if run.status in LIVE:
+            drop_pending(turn, i, run)
+            turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+            turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
+        elif include_not_started and run.status is S.NOT_STARTED:
+            turn.set_stage(i, S.CANCELED, ended_at=turn.now)
+
+
+def drop_pending(turn: Turn, i: int, run: StageRun) -> None:
+    """Consume a stage's pending rows (its RunTask, its stage timer) and cancel its call."""
+    if run.run_id is not None:
+        turn.consume(run.run_id)
+        turn.cancel_call(run.run_id)
+    if run.timer_id is not None:
+        turn.consume(run.timer_id)

@@ -1,0 +1,69 @@
+"""The event catalogue: every kind of history event a workflow can record, in one list.
+
+Handlers record only these kinds (``Turn.record_event`` takes an :data:`EventKind`,
+and a test checks the recorded kinds against :data:`KINDS`); a new kind is added
+here first. Keys stay unique per workflow (``UNIQUE (workflow_id, key)``): each
+kind's key names what makes it unique (stage index, generation, task index,
+attempt, poll), so the store refuses a step recorded twice.
+
+========================  ====================================================
+kind                      key, and when it is recorded
+========================  ====================================================
+workflow.started          ``workflow.started``: the start turn
+workflow.completed        ``workflow.completed``: the turn that ends the run
+workflow.paused           (reserved: pause)
+workflow.resumed          (reserved: resume)
+workflow.restarted        (reserved: restart)
+workflow.error            ``workflow.error``: containment ends the run TERMINAL
+workflow.quarantined      ``workflow.quarantined:<version>``: rows of a finished run quarantined
+stage.started             ``stage.started:<stage>:<generation>``
+stage.completed           ``stage.completed:<stage>:<generation>``: any end but SKIPPED
+stage.skipped             ``stage.skipped:<stage>:<generation>``: the stage ended SKIPPED
+stage.jumped              (reserved: jump)
+stage.signaled            ``stage.signaled:<stage>:<generation>:<poll>``: a signal resumed it
+stage.suspended           ``stage.suspended:<stage>:<generation>:<poll>``
+signal.dropped            ``signal.dropped:<signal id>``: a signal for a finished stage or run
+task.started              ``task.started:<stage>:<generation>:<task>:<attempt>:<poll>``, at the call's
+                          real start, in the turn that commits its result
+task.failed               ``task.failed:<stage>:<generation>:<task>:<attempt>:<poll>``: an error or a
+                          failing result (terminal, canceled, stopped, failed_continue)
+task.timed_out            ``task.timed_out:<stage>:<generation>:<task>:<attempt>:<poll>``: the call's timeout
+retry.scheduled           ``retry.scheduled:<stage>:<generation>:<task>:<attempt>:<poll>`` of the retry row
+compensation.started      (reserved: compensation)
+compensation.completed    (reserved: compensation)
+compensation.failed       (reserved: compensation)
+========================  ====================================================
+
+No event costs a commit of its own: each is part of the turn that does what it records.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+EventKind = Literal[
+    "workflow.started",
+    "workflow.completed",
+    "workflow.paused",
+    "workflow.resumed",
+    "workflow.restarted",
+    "workflow.error",
+    "workflow.quarantined",
+    "stage.started",
+    "stage.completed",
+    "stage.skipped",
+    "stage.jumped",
+    "stage.signaled",
+    "stage.suspended",
+    "signal.dropped",
+    "task.started",
+    "task.failed",
+    "task.timed_out",
+    "retry.scheduled",
+    "compensation.started",
+    "compensation.completed",
+    "compensation.failed",
+]
+
+#: Every event kind, as a set (what a test checks recorded events against).
+KINDS: Final[frozenset[str]] = frozenset(get_args(EventKind))
