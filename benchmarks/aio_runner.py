@@ -29,7 +29,6 @@ from typing import Any
 import anyio
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowRun, WorkflowStatus
-from stabilize_aio.cluster.membership import LeaseKeeper
 from stabilize_aio.store.shards import SHARDS
 
 CONCURRENCY = 1_000
@@ -50,12 +49,11 @@ def engine_for(workdir: Path, name: str) -> Engine:
 
 async def settle(engine: Engine) -> None:
     """With several processes: wait for this one's fair share of shards, then for the common start time."""
-    keeper = engine._membership
-    if isinstance(keeper, LeaseKeeper):
+    if URL is not None:
         share = SHARDS // ENGINES
         with anyio.fail_after(60):
-            while len(keeper.held) != share:
-                await keeper.wait_changed()
+            while len(engine.statistics().leases) != share:
+                await engine.wait_leases_changed()
     if START_AT is not None:
         await anyio.sleep(max(0.0, START_AT - time.time()))
 

@@ -6,9 +6,6 @@ This module only re-exports the public API; implementation lives in private modu
 from __future__ import annotations
 
 from ._engine import Engine as Engine
-from ._engine import EngineStatistics as EngineStatistics
-from ._engine import ScheduleInfo as ScheduleInfo
-from ._engine import WorkflowRun as WorkflowRun
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
 from ._errors import CronError as CronError
@@ -32,6 +29,8 @@ from ._errors import TransientError as TransientError
 from ._errors import UnknownRequisiteError as UnknownRequisiteError
 from ._errors import UnknownTaskError as UnknownTaskError
 from ._errors import WorkflowNotFound as WorkflowNotFound
+from ._run import WorkflowRun as WorkflowRun
+from .cluster.schedules import ScheduleInfo as ScheduleInfo
 from .model.definitions import Stage as Stage
 from .model.definitions import TaskResult as TaskResult
 from .model.definitions import Workflow as Workflow
@@ -47,6 +46,7 @@ from .pool.registry import Task as Task
 from .pool.registry import TaskOptions as TaskOptions
 from .resilience.breaker import CircuitBreakerPolicy as CircuitBreakerPolicy
 from .resilience.breaker import CircuitState as CircuitState
+from .runtime.statistics import EngineStatistics as EngineStatistics
 
 __version__ = "0.1.0"
 

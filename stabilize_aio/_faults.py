@@ -20,7 +20,8 @@ The points (see :data:`NAMES`):
     every statement of the group ran; COMMIT is about to be sent.
 
 A child process is armed through one environment variable, read once when the
-package is imported: ``STABILIZE_CRASH_POINTS="actor.after_commit=kill@3,writer.begin=raise"``
+package is imported (by :mod:`stabilize_aio._config`, the one place the environment is read):
+``STABILIZE_CRASH_POINTS="actor.after_commit=kill@3,writer.begin=raise"``
 (``name=action[@after]``, comma-separated). The public door for tests is
 :mod:`stabilize_aio.testing.crash_points`.
 """
@@ -31,6 +32,8 @@ import os
 import signal
 from typing import Literal
 
+from ._config import CRASH_POINTS_ENV, ENVIRONMENT
+
 Action = Literal["raise", "kill"]
 
 NAMES: tuple[str, ...] = (
@@ -40,7 +43,7 @@ NAMES: tuple[str, ...] = (
     "writer.begin",
     "writer.commit",
 )
-ENV = "STABILIZE_CRASH_POINTS"
+ENV = CRASH_POINTS_ENV
 
 
 class InjectedFault(Exception):  # noqa: N818 - it is a fault, not an error of the engine
@@ -112,4 +115,4 @@ def arm_from(spec: str) -> None:
             raise ValueError(f"{ENV}: action must be 'raise' or 'kill' in {item!r}")
 
 
-arm_from(os.environ.get(ENV, ""))
+arm_from(ENVIRONMENT.crash_points)

@@ -25,12 +25,13 @@ from typing import Any
 import anyio
 
 from .._engine import Engine
+from .._errors import StabilizeError
 from ..store.url import redact_url
 
 log = logging.getLogger("stabilize_aio.worker")
 
 
-class AppError(Exception):
+class AppError(StabilizeError):
     """``--app`` names nothing the worker can run: the message says what is wrong, in one line."""
 
 

@@ -30,6 +30,15 @@ class WorkflowStatus(StrEnum):
     SKIPPED = "SKIPPED"
     BUFFERED = "BUFFERED"
 
+    @classmethod
+    def parse(cls, status: WorkflowStatus | str) -> WorkflowStatus:
+        """A status from the enum or its name in any case (``"running"``); ValueError naming the valid ones."""
+        try:
+            return cls(status.upper() if isinstance(status, str) else status)
+        except (ValueError, AttributeError):
+            valid = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown workflow status {status!r}; one of {valid} (any case)") from None
+
     @property
     def is_complete(self) -> bool:
         """True for a final status."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import WorkflowRecord
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +65,18 @@ class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     status: WorkflowStatus
     created_at: float
     ended_at: float | None
+
+    @classmethod
+    def of(cls, record: WorkflowRecord) -> WorkflowSummary:
+        """The summary of a run's record."""
+        return cls(
+            workflow_id=record.id,
+            application=record.application,
+            name=record.name,
+            status=record.status,
+            created_at=record.created_at,
+            ended_at=record.ended_at,
+        )
 
 
 class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):

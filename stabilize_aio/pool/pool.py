@@ -101,8 +101,6 @@ class TaskPool:
         self._running: dict[tuple[str, str], Job] = {}
         self._known: set[tuple[str, str]] = set()
         self.overflowed = False  # a job was refused since the last complete refill scan
-        self.refilling = False  # a refill scan runs
-        self.refill_again = False  # a refill was asked for while one ran
         self.draining = False
         self.rejected = self.completed = self.failed = self.timed_out = 0
         self.cancelled = self.crashed = 0
@@ -131,6 +129,15 @@ class TaskPool:
         self.rejected += 1
         self.overflowed = True
         return False
+
+    def refilled(self, rejected_before: int) -> None:
+        """A refill scan reached the end: nothing refused is left behind, unless a job was refused since it began.
+
+        ``rejected_before`` is :attr:`rejected` when the scan began (a refusal during
+        the scan may be of a row it had already passed).
+        """
+        if self.rejected == rejected_before:
+            self.overflowed = False
 
     def _try_start(self, job: Job) -> bool:
         try:

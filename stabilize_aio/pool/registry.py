@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 import msgspec
 
@@ -47,6 +47,17 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retry: RetryPolicy = RetryPolicy()
     poll_interval: float = 1.0
     breaker: CircuitBreakerPolicy | None = None
+
+
+class TaskOptionArgs(TypedDict, total=False):
+    """The keyword options of ``engine.task()`` and ``engine.register()`` (None: the TaskOptions default)."""
+
+    concurrency: int | None
+    backlog: int | None
+    timeout: float | None
+    retry: RetryPolicy | None
+    poll_interval: float | None
+    breaker: CircuitBreakerPolicy | None
 
 
 class TaskDefinition:

@@ -25,10 +25,9 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ..messages.durable import Durable, RunTask
+from ..messages.durable import Durable
 from ..messages.memory import Message, TaskDone
 from ..pool.pool import Job, TaskPool
-from ..state.commit import Commit, Effects
 from ..state.workflow import WorkflowState
 from .actor import WorkflowActor
 from .effects import AfterCommit
@@ -99,24 +98,6 @@ class Dispatcher:
     def stop_dispatching(self) -> None:
         """Start no more task calls (stopping): RunTasks stay pending and are redelivered at the next start."""
         self.effects.accepting = False
-
-    @property
-    def accept_dispatch(self) -> bool:
-        """Deprecated: whether task calls are still started (use :meth:`stop_dispatching`)."""
-        return self.effects.accepting
-
-    @accept_dispatch.setter
-    def accept_dispatch(self, value: bool) -> None:
-        self.effects.accepting = value
-
-    def adopt(self, state: WorkflowState, t: Commit) -> None:
-        """Deprecated (use :meth:`begin`): act on a start turn that submit committed and applied itself."""
-        dispatch = [m for m in t.emitted if isinstance(m, RunTask) and m.deliver_at is None]
-        effects = Effects(dispatch=dispatch, finished=t.workflow is not None and t.workflow.status.is_complete)
-        actor = self._actor(state.record.id, state)
-        self.effects.apply(actor, state, t, effects)
-        if not actor.busy:
-            actor.step()  # e.g. a ParkTask for a task type this engine lacks; else it passivates
 
     # routing ---------------------------------------------------------------
     def deliver(self, workflow_id: str, message: Message, *, state: WorkflowState | None = None) -> None:

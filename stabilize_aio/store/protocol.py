@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -28,13 +28,12 @@ log = logging.getLogger("stabilize_aio.store")
 
 
 class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
-    """An op: insert a submitted workflow, its stages and its start row."""
+    """An op: insert a submitted workflow and its stages, with its start turn (``begin``) in the same commit."""
 
     record: WorkflowRecord
     specs: list[StageSpec]
     runs: list[StageRun]
-    start: Durable | None = None  # a start row, delivered after the commit
-    begin: Transition | None = None  # or the start turn itself, committed with the insert
+    begin: Transition | None = None  # the start turn, committed with the insert
     notify: bool = False  # wake the process that owns this workflow's shard (submitted from elsewhere)
 
 
@@ -208,23 +207,6 @@ class Store(Protocol):
     async def delete_finished(self, ended_before: float, limit: int) -> int:
         """Retention: delete up to ``limit`` finished workflows that ended before a time, in one transaction."""
         ...
-
-    # TRANSITIONAL, until the engine tests the capabilities instead ----------------
-    @property
-    def supports_leases(self) -> bool:
-        """Deprecated: ``isinstance(store, LeaseStore)``."""
-        ...
-
-    if TYPE_CHECKING:  # declared for the type checker only: no store without NotifyStore has it
-
-        async def listen(
-            self,
-            on_wake: Callable[[str], None],
-            on_done: Callable[[str], None],
-            on_members: Callable[[str], None] | None = None,
-        ) -> None:
-            """Deprecated here: narrow with ``isinstance(store, NotifyStore)`` and call its ``listen``."""
-            ...
 
 
 @runtime_checkable

@@ -88,8 +88,6 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
             out["stage_insert"].append(
                 (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
             )
-        if item.start is not None:
-            out["outbox_insert"].append(_outbox_row(r.id, item.start, enc))
         if begin is None:
             return
         if begin.consumed or begin.discarded:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 
 from .._errors import ConcurrencyError, DataError, StoreError
-from .protocol import Backend, LeaseStore, NewWorkflow, Op, StoreStatistics, Then
+from .protocol import Backend, NewWorkflow, Op, StoreStatistics, Then
 
 T = TypeVar("T")
 
@@ -255,19 +255,3 @@ class WritesThroughGroupWriter:
     def statistics(self) -> StoreStatistics:
         """Counters since open."""
         return self.writer.statistics(outbox_reads=self.outbox_reads)
-
-    # TRANSITIONAL, until the engine tests isinstance(store, LeaseStore) ---------------
-    @property
-    def supports_leases(self) -> bool:
-        """Deprecated: ``isinstance(store, LeaseStore)``."""
-        return isinstance(self, LeaseStore)
-
-    if TYPE_CHECKING:  # for the type checker only (the engine's call on a Store); no store without NotifyStore has it
-
-        async def listen(
-            self,
-            on_wake: Callable[[str], None],
-            on_done: Callable[[str], None],
-            on_members: Callable[[str], None] | None = None,
-        ) -> None:
-            """Deprecated here: narrow with ``isinstance(store, NotifyStore)``."""

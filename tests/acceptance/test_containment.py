@@ -19,6 +19,7 @@ import anyio
 import asyncpg
 import msgspec
 import pytest
+from runs import initial_state
 
 from stabilize_aio import (
     DefinitionError,
@@ -34,7 +35,6 @@ from stabilize_aio import (
     WorkflowStatus,
     WorkflowView,
 )
-from stabilize_aio._engine import _initial_state
 from stabilize_aio._ids import MAX_ID_BYTES, derive
 from stabilize_aio.store import NewWorkflow
 from stabilize_aio.testing import crash_points
@@ -535,7 +535,7 @@ async def test_a_start_row_of_an_older_version_is_quarantined_and_its_run_fails_
     It reaches its workflow as an undecodable row: its bytes move to the quarantine
     table and the run, never started, ends TERMINAL with an UndecodableRow error.
     """
-    state = _initial_state(Workflow(application="c", name="w", stages=[Stage("a", "noop")]), "old-run", {})
+    state = initial_state(Workflow(application="c", name="w", stages=[Stage("a", "noop")]), "old-run", {})
     async with make(url) as engine:
         await engine.store.write(NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs)))
     body = msgspec.msgpack.encode({"type": "start", "id": "start", "deliver_at": None})

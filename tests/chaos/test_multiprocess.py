@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 
 from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
-from stabilize_aio.cluster.membership import LeaseKeeper
 from stabilize_aio.store.shards import SHARDS, shard_of
 
 HERE = Path(__file__).resolve().parents[1] / "helpers"  # the --app module lives there
@@ -161,19 +160,15 @@ async def test_a_joining_engine_takes_half_the_shards(postgres_schema_url: str) 
     first = Engine(postgres_schema_url, lease=3, heartbeat=0.3)
     second = Engine(postgres_schema_url, lease=3, heartbeat=0.3)
     async with first:
-        keeper = first._membership
-        assert isinstance(keeper, LeaseKeeper)
-        assert SHARDS == len(keeper.held)
+        assert SHARDS == len(first.statistics().leases)
         async with second:
-            other = second._membership
-            assert isinstance(other, LeaseKeeper)
             with anyio.fail_after(20):  # the first releases half at a heartbeat, the second claims them at its next
-                while (len(keeper.held), len(other.held)) != (SHARDS // 2, SHARDS // 2):
-                    await other.wait_changed()
-            assert not set(keeper.held) & set(other.held)
+                while (len(first.statistics().leases), len(second.statistics().leases)) != (SHARDS // 2, SHARDS // 2):
+                    await second.wait_leases_changed()
+            assert not set(first.statistics().leases) & set(second.statistics().leases)
         with anyio.fail_after(20):  # the second stopped and handed its leases back: the first takes them at once
-            while len(keeper.held) != SHARDS:
-                await keeper.wait_changed()
+            while len(first.statistics().leases) != SHARDS:
+                await first.wait_leases_changed()
 
 
 @pytest.mark.slow
@@ -235,18 +230,15 @@ async def test_one_leader_at_a_time_and_the_next_takes_over(postgres_schema_url:
         tg.start_soon(run_first)
         tg.start_soon(run_second)
         await both_started[1].wait()
-        keeper, other = first._membership, second._membership
-        assert isinstance(keeper, LeaseKeeper)
-        assert isinstance(other, LeaseKeeper)
         with anyio.fail_after(20):
-            while len(other.held) != SHARDS // 2:
-                await other.wait_changed()
-        leaders_while_both = (first._is_leader(), second._is_leader())
+            while len(second.statistics().leases) != SHARDS // 2:
+                await second.wait_leases_changed()
+        leaders_while_both = (first.statistics().leader, second.statistics().leader)
         stop_first.set()
         await first_stopped.wait()
         with anyio.fail_after(20):
-            while not second._is_leader():
-                await other.wait_changed()
+            while not second.statistics().leader:
+                await second.wait_leases_changed()
         wf = Workflow(application="s", name="s", stages=[Stage("a", "tick")])
         await second.schedule("handover", wf, cron="* * * * *", first_at=0.0)
         with anyio.fail_after(20):

@@ -27,6 +27,7 @@ import anyio
 import asyncpg
 import msgspec
 import pytest
+from runs import initial_state
 from storekit import running_store
 from test_leases import Inbox
 
@@ -40,8 +41,6 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio._engine import _initial_state
-from stabilize_aio.cluster.membership import LeaseKeeper
 from stabilize_aio.handlers import start
 from stabilize_aio.messages.durable import CancelWorkflow
 from stabilize_aio.model.records import WorkflowRecord
@@ -137,7 +136,7 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0)
 
 def new_workflow(wid: str) -> NewWorkflow:
     """The op that submits a one-stage workflow with id ``wid``."""
-    state = _initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
+    state = initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
     begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
     return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 
@@ -159,11 +158,9 @@ def in_shard(shard: int) -> str:
     return next(f"wf-{i}" for i in range(10_000) if shard_of(f"wf-{i}") == shard)
 
 
-def keeper_of(engine: Engine) -> LeaseKeeper:
-    """The engine's lease keeper."""
-    keeper = engine._membership
-    assert isinstance(keeper, LeaseKeeper)
-    return keeper
+def leases(engine: Engine) -> tuple[int, ...]:
+    """The shards the engine holds (its public statistics)."""
+    return engine.statistics().leases
 
 
 def worker(url: str) -> Engine:
@@ -177,18 +174,18 @@ def worker(url: str) -> Engine:
     return engine
 
 
-async def shares(*keepers: LeaseKeeper, expected: tuple[int, ...], timeout: float = 3.0) -> None:
-    """Wait until the keepers hold ``expected`` shards each (woken by any of them changing)."""
+async def shares(*engines: Engine, expected: tuple[int, ...], timeout: float = 3.0) -> None:
+    """Wait until the engines hold ``expected`` shards each (woken by any of their leases changing)."""
     with anyio.fail_after(timeout):
-        while tuple(len(k.held) for k in keepers) != expected:
+        while tuple(len(leases(e)) for e in engines) != expected:
             async with anyio.create_task_group() as tg:
 
-                async def changed(keeper: LeaseKeeper) -> None:
-                    await keeper.wait_changed()
+                async def changed(engine: Engine) -> None:
+                    await engine.wait_leases_changed()
                     tg.cancel_scope.cancel()
 
-                for keeper in keepers:
-                    tg.start_soon(changed, keeper)
+                for engine in engines:
+                    tg.start_soon(changed, engine)
 
 
 # bug 5: connections cut while the loop was blocked ----------------------------------
@@ -407,12 +404,10 @@ async def test_a_second_engine_gets_half_the_shards_at_once(postgres_schema_url:
     """A alone holds all 32 shards; B starts: within seconds (not a 10 s heartbeat) each holds 16, none twice."""
     first, second = worker(postgres_schema_url), worker(postgres_schema_url)
     async with first:
-        a = keeper_of(first)
-        alone = len(a.held)
+        alone = len(leases(first))
         async with second:
-            b = keeper_of(second)
-            await shares(a, b, expected=(SHARDS // 2, SHARDS // 2))
-            overlap = set(a.held) & set(b.held)
+            await shares(first, second, expected=(SHARDS // 2, SHARDS // 2))
+            overlap = set(leases(first)) & set(leases(second))
     assert SHARDS == alone
     assert set() == overlap
 
@@ -421,17 +416,15 @@ async def test_a_stopped_engine_leaves_at_once_and_its_work_goes_on(postgres_sch
     """A stops gracefully: its engines row is gone, B holds all 32 at once, and a run in A's shard completes."""
     stays, leaves = worker(postgres_schema_url), worker(postgres_schema_url)
     async with stays, admin(postgres_schema_url) as conn:
-        b = keeper_of(stays)
         async with leaves:
-            a = keeper_of(leaves)
-            await shares(a, b, expected=(SHARDS // 2, SHARDS // 2))
-            left_owner, shard = a.owner, min(a.held)
+            await shares(leaves, stays, expected=(SHARDS // 2, SHARDS // 2))
+            left_owner, shard = leaves.statistics().owner, min(leases(leaves))
         run = await stays.submit(ONE_STAGE, workflow_id=in_shard(shard))
-        await shares(b, expected=(SHARDS,))
+        await shares(stays, expected=(SHARDS,))
         view = await run.wait(timeout=5)
         rows = [str(r[0]) for r in await conn.fetch("SELECT owner FROM engines")]
     assert left_owner not in rows
-    assert [b.owner] == rows
+    assert [stays.statistics().owner] == rows
     assert WorkflowStatus.SUCCEEDED == view.status
 
 
@@ -460,7 +453,7 @@ async def test_two_engines_started_together_share_the_shards_promptly(postgres_s
             return sorted(int(r[0]) for r in rows) == [SHARDS // 2, SHARDS // 2]
 
         await until(balanced, timeout=3)
-        held = [len(keeper_of(e).held) for e in engines]
+        held = [len(leases(e)) for e in engines]
         stop.set()
     assert [SHARDS // 2, SHARDS // 2] == held
 
@@ -472,7 +465,7 @@ async def test_a_pure_client_is_not_a_member(postgres_schema_url: str) -> None:
         run = await client.submit(ONE_STAGE)
         view = await run.wait(timeout=5)
         rows = [str(r[0]) for r in await conn.fetch("SELECT owner FROM engines")]
-        held = (len(keeper_of(engine).held), len(keeper_of(client).held))
-    assert [keeper_of(engine).owner] == rows
+        held = (len(leases(engine)), len(leases(client)))
+    assert [engine.statistics().owner] == rows
     assert (SHARDS, 0) == held
     assert WorkflowStatus.SUCCEEDED == view.status

@@ -31,6 +31,7 @@ import msgspec
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from runs import initial_state
 from storekit import running_store
 
 from stabilize_aio import (
@@ -46,7 +47,6 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio._engine import _initial_state
 from stabilize_aio.handlers import start
 from stabilize_aio.store import NewWorkflow, store_from_url
 from stabilize_aio.store.sqlite.store import SqliteStore
@@ -152,7 +152,7 @@ async def set_length_limit(conn: aiosqlite.Connection, limit: int) -> None:
 def new_workflow(wid: str, pad: int = 10) -> NewWorkflow:
     """A one-stage workflow op whose input carries ``pad`` bytes."""
     workflow = Workflow(application="app", name="wf", stages=[Stage("a", "t")])
-    state = _initial_state(workflow, wid, {"pad": "x" * pad})
+    state = initial_state(workflow, wid, {"pad": "x" * pad})
     begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
     return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 

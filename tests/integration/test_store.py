@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from runs import initial_state
 from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
-from stabilize_aio._engine import _initial_state
 from stabilize_aio.handlers import start
 from stabilize_aio.messages.durable import CancelWorkflow, RunTask
 from stabilize_aio.state.commit import Transition
@@ -47,7 +47,7 @@ def opened(factory: StoreFactory) -> AbstractAsyncContextManager[Store]:
 
 def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:
     stages = [Stage(r, "t") for r in refs] or [Stage("a", "t")]
-    state = _initial_state(Workflow(application="app", name="wf", stages=stages), wid, {"in": 1})
+    state = initial_state(Workflow(application="app", name="wf", stages=stages), wid, {"in": 1})
     op = NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs))  # inserted NOT_STARTED
     return state, op
 

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import pytest
+from runs import initial_state
 from storekit import running_store
 
 from stabilize_aio import (
@@ -22,7 +23,6 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio._engine import _initial_state
 from stabilize_aio.handlers import start
 from stabilize_aio.store import NewWorkflow, store_from_url
 from stabilize_aio.store.postgres.store import PostgresStore
@@ -39,7 +39,7 @@ def opened(url: str) -> AbstractAsyncContextManager[PostgresStore]:
 
 def new_workflow(wid: str) -> NewWorkflow:
     """The op that submits a one-stage workflow with id ``wid``."""
-    state = _initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
+    state = initial_state(Workflow(application="app", name="wf", stages=[Stage("a", "t")]), wid, {})
     begin, _ = start(state, 1.0)  # the start turn, committed with the insert as submit does
     return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import anyio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from runs import initial_state
 
 from stabilize_aio import (
     Engine,
@@ -40,7 +41,6 @@ from stabilize_aio import (
     Workflow,
     WorkflowStatus,
 )
-from stabilize_aio._engine import _initial_state
 from stabilize_aio.handlers import handle, start
 from stabilize_aio.messages.durable import Durable, RunTask
 from stabilize_aio.messages.memory import Message, TaskDone, TaskOutcome
@@ -342,7 +342,7 @@ class PureRun:
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.state: WorkflowState = _initial_state(build(script), "wf-1", {})
+        self.state: WorkflowState = initial_state(build(script), "wf-1", {})
         self.now = 0.0
         self.outbox: dict[str, Durable] = {}  # submit writes no start row: the start turn is part of its insert
         self.events: list[Event] = []

@@ -149,18 +149,18 @@ async def test_rejected_calls_are_retried_later_and_succeed(db_url: str) -> None
         opener = await engine.submit(
             Workflow(application="t", name="o", stages=[Stage("opener", "flaky", continue_on_failure=True)])
         )
-        pool = engine._pools["flaky"]
-        assert pool.breaker is not None
+        breaker = engine.breaker("flaky")
+        assert breaker is not None
         await opener.wait(timeout=10)
         # one permanent failure is not enough with minimum_calls=2; a second opener trips it
         second = await engine.submit(
             Workflow(application="t", name="o2", stages=[Stage("opener", "flaky", continue_on_failure=True)])
         )
         await second.wait(timeout=10)
-        await pool.breaker.wait_for(CircuitState.OPEN)
+        await breaker.wait_for(CircuitState.OPEN)
         late = await engine.submit(Workflow(application="t", name="late", stages=[Stage("late", "flaky")]))
         view = await late.wait(timeout=10)
-        rejected = pool.breaker.rejected
+        rejected = breaker.rejected
     assert (WorkflowStatus.SUCCEEDED, [("late", 1)]) == (view.status, [c for c in calls if c[0] == "late"])
     assert rejected >= 1
     assert 1 == view.stage("late").attempt

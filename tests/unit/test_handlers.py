@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from runs import initial_state
 
 from stabilize_aio import RetryPolicy, Stage, TaskResult, Workflow, WorkflowStatus
-from stabilize_aio._engine import _initial_state
 from stabilize_aio.dag.joins import AND, join_of
 from stabilize_aio.handlers import apply, control, handle, kernel, signals, start, tasks
 from stabilize_aio.messages.durable import CancelWorkflow, Durable, RunTask, StageTimeout
@@ -83,7 +83,7 @@ class Harness:
 
     def __init__(self, *stages: Stage, inputs: dict[str, Any] | None = None) -> None:
         wf = Workflow(application="app", name="wf", stages=list(stages))
-        self.state: WorkflowState = _initial_state(wf, "wf-1", inputs or {})
+        self.state: WorkflowState = initial_state(wf, "wf-1", inputs or {})
         self.now = 1000.0
         self.log: list[Step] = []
 
@@ -381,7 +381,7 @@ def test_empty_stage_succeeds_at_once() -> None:
 def test_handler_is_pure_until_applied() -> None:
     """start() and handle() leave the state untouched; only apply() changes it."""
     wf = Workflow(application="a", name="w", stages=[Stage("a", "t")])
-    state = _initial_state(wf, "w", {})
+    state = initial_state(wf, "w", {})
     before = (state.record, list(state.runs))
     t1 = start(state, 1.0)
     t2 = start(state, 1.0)

@@ -1,0 +1,123 @@
+"""Callers of ``run.wait()``: woken by the commit that finishes their run, never by polling.
+
+A run finished by this process wakes its waiters with its final view, built
+once for all of them. A run finished by another process (PostgreSQL) wakes
+them through the ``done`` notification or the safety-net poll; they then
+look again, since the local actor may not have applied that commit yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import anyio
+
+from .._errors import WorkflowNotFound
+from ..model.status import WorkflowStatus
+from ..model.views import WorkflowView
+from ..state.views import view_of
+from ..state.workflow import WorkflowState
+
+#: Reads a run's current view (WorkflowNotFound if there is none).
+GetView = Callable[[str], Awaitable[WorkflowView]]
+
+
+class StatusReader(Protocol):
+    """What waiting needs of a store."""
+
+    async def statuses(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowStatus]: ...
+
+
+class _Waiter:
+    __slots__ = ("event", "view")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.view: WorkflowView | None = None
+
+
+class Waiters:
+    """The waiters of every run awaited in this process."""
+
+    def __init__(
+        self,
+        store: StatusReader,
+        *,
+        live: Callable[[str], WorkflowState | None],
+        get: GetView,
+    ) -> None:
+        self._store = store
+        self._live = live
+        self._get = get
+        self._waiters: dict[str, _Waiter] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def awaited(self) -> list[str]:
+        """The ids of the runs someone waits for."""
+        return list(self._waiters)
+
+    async def wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
+        """The run's final view once it completes.
+
+        Raises:
+            WorkflowNotFound: no run has this id.
+            TimeoutError: ``timeout`` seconds passed (the run goes on), naming its status.
+        """
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+                return await self._wait(workflow_id)
+        except TimeoutError:
+            state = self._live(workflow_id)
+            status = state.record.status.value if state is not None else "not finished"
+            raise TimeoutError(
+                f"workflow {workflow_id!r} did not finish within {timeout}s (it is {status}; it goes on)"
+            ) from None
+
+    async def _wait(self, workflow_id: str) -> WorkflowView:
+        while True:
+            waiter = self._waiters.get(workflow_id)
+            if waiter is None:
+                waiter = self._waiters[workflow_id] = _Waiter()
+            state = self._live(workflow_id)
+            if state is not None:
+                if state.record.status.is_complete:
+                    return view_of(state)
+            else:
+                status = (await self._store.statuses([workflow_id])).get(workflow_id)
+                if status is None:
+                    raise WorkflowNotFound(workflow_id)
+                if status.is_complete:
+                    return await self._get(workflow_id)
+            await waiter.event.wait()
+            if waiter.view is not None:
+                return waiter.view
+            # woken by another process's notification (or the safety net): look again
+
+    def finished(self, state: WorkflowState) -> None:
+        """This process committed the end of a run: wake its waiters with its final view."""
+        waiter = self._waiters.pop(state.record.id, None)
+        if waiter is not None:
+            waiter.view = view_of(state)  # built once for every waiter of this run
+            waiter.event.set()
+
+    def done_elsewhere(self, workflow_id: str) -> None:
+        """Another process finished a run (or may have): its waiters look again."""
+        waiter = self._waiters.pop(workflow_id, None)
+        if waiter is not None:
+            waiter.event.set()
+
+    async def check(self) -> None:
+        """The safety net: wake the waiters of awaited runs the store says are complete."""
+        if self._waiters:
+            for workflow_id, status in (await self._store.statuses(list(self._waiters))).items():
+                if status.is_complete:
+                    self.done_elsewhere(workflow_id)
+
+    def close(self) -> None:
+        """The engine stopped: wake everyone (they find the engine stopped)."""
+        for waiter in self._waiters.values():
+            waiter.event.set()
