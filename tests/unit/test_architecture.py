@@ -122,6 +122,19 @@ def test_pure_layers_do_no_io_and_keep_no_time(layer: str) -> None:
     assert [] == offenders
 
 
+def test_handlers_import_nothing_outside_the_package_but_typing_and_msgspec() -> None:
+    """The rules' outside imports are a whitelist: typing, collections, msgspec (no os, no I/O of any kind)."""
+    allowed = {"__future__", "typing", "collections", "msgspec"}
+    offenders = []
+    for parts, path in modules():
+        if part_of(parts) != "handlers":
+            continue
+        for line, name in imports(parts, path):
+            if package_target(name) is None and name.split(".")[0] not in allowed:
+                offenders.append(f"{'/'.join(parts)}.py:{line} imports {name}")
+    assert [] == offenders
+
+
 def test_only_the_store_backends_import_a_database_driver() -> None:
     """aiosqlite, asyncpg and sqlite3 are imported only under store/sqlite/ and store/postgres/."""
     offenders = []
