@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import _faults, handlers
 from .._errors import ConcurrencyError, DataError, LeaseLostError
 from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout
-from ..messages.memory import Message, Undecodable
-from ..model.values import ErrorInfo
+from ..messages.memory import FailWorkflow, Message, Undecodable
+from ..model.values import ErrorInfo, QuarantineRow
 from ..state.commit import Commit, Effects
 from ..state.turn import Turn
 from ..state.workflow import WorkflowState
 from ..store.protocol import NewWorkflow
-from .containment import contain, fail
+from .containment import engine_error, failing_turn
+from .effects import AfterCommit, CallBook
 
 if TYPE_CHECKING:
     from ..store import Store
-    from .effects import AfterCommit
 
 log = logging.getLogger("stabilize_aio.actor")
 
@@ -57,17 +57,16 @@ _FENCE_FAILURES = 3
 
 
 class Host(Protocol):
-    """What an actor needs of its dispatcher: the store, the clock, the effects, the counters."""
+    """What an actor needs of its dispatcher: the store, the clock, the effects, and where it counts."""
 
     store: Store
     effects: AfterCommit
     clock: Callable[[], float]
     batch: int
-    turns: int
-    messages: int
-    reloads: int
-    duplicates: int
-    failed: int
+
+    def counted(self, *, turns: int = 0, messages: int = 0, reloads: int = 0, duplicates: int = 0) -> None: ...
+
+    def contained(self) -> None: ...
 
     def busy(self) -> None: ...
 
@@ -93,12 +92,11 @@ class WorkflowActor:
     """
 
     __slots__ = (
+        "calls",
         "committing",
-        "dispatched",
         "failures",
         "host",
         "ids",
-        "inflight",
         "loading",
         "loads",
         "mailbox",
@@ -114,11 +112,8 @@ class WorkflowActor:
         self.state = state
         self.host = host
         self.mailbox: deque[Message] = deque()
-        #: RunTask ids whose call is running in a pool (passivation waits for these).
-        self.inflight: set[str] = set()
-        #: RunTask ids handed to a pool whose row is not consumed yet: never dispatched twice,
-        #: even when a redelivery overtakes the call's own result in the mailbox.
-        self.dispatched: set[str] = set()
+        #: Its calls: running in a pool (passivation waits for these), or handed to one (never twice).
+        self.calls = CallBook()
         #: The messages of the turn being committed (None when no turn is committing), and the turn.
         self.committing: list[Message] | None = None
         self.turn: Turn | None = None
@@ -139,7 +134,9 @@ class WorkflowActor:
 
     def __repr__(self) -> str:
         status = self.state.record.status if self.state else "unloaded"
-        return f"<WorkflowActor {self.workflow_id} {status} mailbox={len(self.mailbox)} inflight={len(self.inflight)}>"
+        return (
+            f"<WorkflowActor {self.workflow_id} {status} mailbox={len(self.mailbox)} running={len(self.calls.running)}>"
+        )
 
     # input -------------------------------------------------------------------
     def post(self, message: Message) -> None:
@@ -147,7 +144,7 @@ class WorkflowActor:
         if isinstance(message, DURABLE):
             mid = message.id
             if mid in self.ids or mid in self.recent:
-                self.host.duplicates += 1
+                self.host.counted(duplicates=1)
                 return  # a second delivery of a row already in hand or already consumed
             self.ids.add(mid)
         self.mailbox.append(message)
@@ -167,17 +164,24 @@ class WorkflowActor:
 
     def maybe_leave(self) -> None:
         """Leave memory if nothing is left to do: no turn, no message, no call in flight."""
-        if not (self.busy or self.mailbox or self.inflight):
+        if not (self.busy or self.mailbox or self.calls.running):
             self.host.leave(self)
 
     def drop(self) -> None:
         """Forget everything in hand and cancel the calls in flight (they report nothing; rows stay)."""
         self.mailbox.clear()
         self.ids.clear()
-        for run_id in self.inflight:
+        for run_id in self.calls.clear():
             self.host.effects.cancel_call(self.workflow_id, run_id)
-        self.inflight.clear()
-        self.dispatched.clear()
+
+    def call_finished(self, run_id: str) -> None:
+        """A pool reports that a call of this workflow ended (its result, if any, comes as a message)."""
+        self.calls.finished(run_id)
+
+    def hand_state(self, state: WorkflowState) -> None:
+        """A state known elsewhere (a run just started here): taken if this actor has none and is not loading one."""
+        if self.state is None and not self.loading:
+            self.state = state
 
     # turns -------------------------------------------------------------------
     def _fold(self, state: WorkflowState, batch: Sequence[Message], *, start: bool = False) -> Turn:
@@ -200,15 +204,14 @@ class WorkflowActor:
                 if _faults.armed:
                     _faults.hit("actor.before_commit", self.workflow_id)
             except Exception as exc:  # a handler bug or an illegal status change: this workflow fails
-                if not contain(self, exc, "applying its messages", batch):
+                if not self._contain(exc, "applying its messages", batch):
                     return
                 continue
-            host.turns += 1
-            host.messages += len(batch)
+            host.counted(turns=1, messages=len(batch))
             commit = turn.commit
             if commit.empty:
                 self._settle(batch, commit)
-                host.effects.apply(self, state, commit, turn.effects)  # nothing to write (it may still dispatch)
+                self._effects(state, commit, turn.effects)  # nothing to write (it may still dispatch)
                 continue
             self.committing = batch
             self.turn = turn
@@ -255,15 +258,15 @@ class WorkflowActor:
             self.ids.clear()
             self.state = None
         elif isinstance(error, DataError):  # refused alone too: this workflow's data, not the database
-            if not contain(self, error, "committing a step the database refused", batch):
+            if not self._contain(error, "committing a step the database refused", batch):
                 return
         elif isinstance(error, ConcurrencyError):
             self.failures += 1
-            host.reloads += 1
+            host.counted(reloads=1)
             self.state = None
             self.mailbox.extendleft(reversed(batch))  # results are put back, not lost
             if self.failures > _FENCE_FAILURES:
-                if not contain(self, error, f"its turns failed their fence {self.failures} times", batch):
+                if not self._contain(error, f"its turns failed their fence {self.failures} times", batch):
                     return
             else:
                 log.warning("turn of %s refused by its fence (%s); reloading", self.workflow_id, error)
@@ -275,22 +278,52 @@ class WorkflowActor:
     __call__ = on_committed  # the store's ``then`` callback
 
     def acted(self, state: WorkflowState, commit: Commit, effects: Effects, batch: list[Message]) -> bool:
-        """Apply a committed turn to ``state`` and act on it; False if the actor gave up (see ``containment.fail``)."""
-        host = self.host
+        """Apply a committed turn to ``state`` and act on it; False if the actor gave up (see :meth:`_fail`)."""
         try:
             if _faults.armed:
                 _faults.hit("actor.after_commit", self.workflow_id)
             state.apply(commit)
             self.failures = 0
             if effects.finished and state.record.error is not None:
-                host.failed += 1  # its FailWorkflow turn committed
+                self.host.contained()  # its FailWorkflow turn committed
             self._settle(batch, commit)
-            host.effects.apply(self, state, commit, effects)
+            self._effects(state, commit, effects)
             if _faults.armed:
                 _faults.hit("actor.after_effects", self.workflow_id)
         except Exception as exc:  # the step is committed; acting on it failed: reload it, then fail it
             self.state = None
-            return contain(self, exc, "acting on a committed step", batch)
+            return self._contain(exc, "acting on a committed step", batch)
+        return True
+
+    def _effects(self, state: WorkflowState, commit: Commit, effects: Effects) -> None:
+        parks = self.host.effects.apply(self.workflow_id, self.calls, state, commit, effects)
+        if parks:
+            self.mailbox.extend(parks)
+
+    def _contain(self, exc: BaseException, what: str, batch: Sequence[Message]) -> bool:
+        """A fault local to this workflow while ``batch`` was its turn: fail the workflow (see :meth:`_fail`)."""
+        return self._fail(engine_error(self.workflow_id, exc, what), batch, exc=exc)
+
+    def _fail(
+        self,
+        error: ErrorInfo,
+        batch: Sequence[Message],
+        *,
+        exc: BaseException | None = None,
+        damage: tuple[QuarantineRow, ...] = (),
+        repair: tuple[int, ...] = (),
+    ) -> bool:
+        """Replace the mailbox with one FailWorkflow turn (``containment.failing_turn``); False: gave up."""
+        message: FailWorkflow | None = failing_turn(
+            self.workflow_id, error, batch, self.mailbox, exc=exc, damage=damage, repair=repair
+        )
+        if message is None:
+            self.forget()
+            return False
+        self.failures = 0
+        self.mailbox.clear()
+        self.ids.clear()
+        self.mailbox.append(message)
         return True
 
     def _settle(self, batch: list[Message], commit: Commit) -> None:
@@ -322,7 +355,7 @@ class WorkflowActor:
         if pending is not None:
             stale = {id(m) for m in before if isinstance(m, DURABLE) and m.id not in pending}
             if stale:  # rows already consumed: duplicates that slipped past the ids (their fence failed)
-                host.duplicates += len(stale)
+                host.counted(duplicates=len(stale))
                 kept = [m for m in self.mailbox if id(m) not in stale]
                 self.mailbox = deque(kept)
                 self.ids = {m.id for m in kept if isinstance(m, DURABLE)}
@@ -342,7 +375,7 @@ class WorkflowActor:
                 f"workflow {wid!r}: stored rows could not be decoded ({what}: {loaded.damage[0].error}); "
                 "their bytes were moved to the quarantine table",
             )
-            fail(self, error, (), damage=loaded.damage, repair=loaded.repair)
+            self._fail(error, (), damage=loaded.damage, repair=loaded.repair)
         self.step()
 
     def _unknown(self) -> None:

@@ -97,7 +97,7 @@ class Dispatcher:
 
     def stop_dispatching(self) -> None:
         """Start no more task calls (stopping): RunTasks stay pending and are redelivered at the next start."""
-        self.effects.accepting = False
+        self.effects.stop()
 
     # routing ---------------------------------------------------------------
     def deliver(self, workflow_id: str, message: Message, *, state: WorkflowState | None = None) -> None:
@@ -115,15 +115,15 @@ class Dispatcher:
         if actor is None:
             actor = self.actors[workflow_id] = WorkflowActor(workflow_id, state, self)
             self.activations += 1
-        elif actor.state is None and state is not None and not actor.loading:
-            actor.state = state
+        elif state is not None:
+            actor.hand_state(state)
         return actor
 
     def task_finished(self, job: Job, done: TaskDone | None) -> None:
         """A pool's report: a result enters the mailbox; a cancelled call just leaves."""
         actor = self.actors.get(job.workflow_id)
         if actor is not None:
-            actor.inflight.discard(job.run.id)
+            actor.call_finished(job.run.id)
         if done is not None:
             self.deliver(job.workflow_id, done)
         elif actor is not None:
@@ -153,6 +153,17 @@ class Dispatcher:
             await self._quiet.wait()
 
     # the actors' host (runtime/actor.py) ------------------------------------------
+    def counted(self, *, turns: int = 0, messages: int = 0, reloads: int = 0, duplicates: int = 0) -> None:
+        """An actor's turns, messages, reloads and dropped duplicates, summed here."""
+        self.turns += turns
+        self.messages += messages
+        self.reloads += reloads
+        self.duplicates += duplicates
+
+    def contained(self) -> None:
+        """An actor's FailWorkflow turn committed (a workflow ended by containment)."""
+        self.failed += 1
+
     def busy(self) -> None:
         self._running += 1
 
@@ -178,8 +189,8 @@ class Dispatcher:
         if home is None:
             home = self.actors[actor.workflow_id] = actor
             self.activations += 1
-        elif home.state is None and not home.loading:
-            home.state = state
+        else:
+            home.hand_state(state)
         return home
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:

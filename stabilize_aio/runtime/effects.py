@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from ..messages.durable import Durable, RunTask
 from ..messages.memory import ParkTask
@@ -15,16 +14,55 @@ from ..pool.pool import Job, TaskPool
 from ..state.commit import Commit, Effects
 from ..state.workflow import WorkflowState
 
-if TYPE_CHECKING:
-    from .actor import WorkflowActor
-
 log = logging.getLogger("stabilize_aio.actor")
+
+
+class CallBook:
+    """The calls of one workflow: those running in a pool, and those handed to one whose row is not consumed.
+
+    A RunTask in ``dispatched`` is never handed to a pool again, even when a
+    redelivery overtakes the call's own result in the mailbox; the actor leaves
+    memory only when nothing is ``running``.
+    """
+
+    __slots__ = ("dispatched", "running")
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.dispatched: set[str] = set()
+
+    def made(self, run_id: str) -> bool:
+        """Whether this RunTask was handed to a pool already."""
+        return run_id in self.dispatched
+
+    def started(self, run_id: str) -> None:
+        self.running.add(run_id)
+        self.dispatched.add(run_id)
+
+    def finished(self, run_id: str) -> None:
+        """The call reported (or was cancelled): it no longer runs; its row is consumed by its result's turn."""
+        self.running.discard(run_id)
+
+    def cancelled(self, run_id: str) -> None:
+        self.running.discard(run_id)
+        self.dispatched.discard(run_id)
+
+    def consumed(self, run_ids: list[str]) -> None:
+        """Rows a committed turn consumed: their calls are over."""
+        self.dispatched.difference_update(run_ids)
+
+    def clear(self) -> list[str]:
+        """Forget every call; returns those that were running (to cancel them)."""
+        running = list(self.running)
+        self.running.clear()
+        self.dispatched.clear()
+        return running
 
 
 class AfterCommit:
     """Acts on committed turns for every actor of a dispatcher (it holds the pools, timers and waiters)."""
 
-    __slots__ = ("_on_finished", "_pools", "_schedule", "accepting")
+    __slots__ = ("_accepting", "_on_finished", "_pools", "_schedule")
 
     def __init__(
         self,
@@ -35,23 +73,35 @@ class AfterCommit:
         self._pools = pools
         self._schedule = schedule
         self._on_finished = on_finished
-        self.accepting = True  # False once the engine stops: calls are no longer started
+        self._accepting = True  # False once the engine stops: calls are no longer started
 
-    def apply(self, actor: WorkflowActor, state: WorkflowState, commit: Commit, effects: Effects) -> None:
-        """Act on ``actor``'s turn now that it is committed (and applied to ``state``)."""
-        wid = actor.workflow_id
-        actor.dispatched.difference_update(commit.consumed)
+    def stop(self) -> None:
+        """Start no more calls (stopping): their rows stay pending and are redelivered at the next start."""
+        self._accepting = False
+
+    def apply(
+        self, workflow_id: str, calls: CallBook, state: WorkflowState, commit: Commit, effects: Effects
+    ) -> list[ParkTask] | None:
+        """Act on a workflow's turn now that it is committed (and applied to ``state``).
+
+        Returns the ParkTask messages for its own mailbox (calls of a task type
+        this engine lacks), or None.
+        """
+        calls.consumed(commit.consumed)
         for message in commit.emitted:
             if message.deliver_at is not None:
-                self._schedule(wid, message)
+                self._schedule(workflow_id, message)
         for run_id in effects.cancel_runs:
-            actor.inflight.discard(run_id)
-            actor.dispatched.discard(run_id)
-            self.cancel_call(wid, run_id)
+            calls.cancelled(run_id)
+            self.cancel_call(workflow_id, run_id)
+        parks = None
         for run in effects.dispatch:
-            self._dispatch(actor, state, run)
+            park = self._dispatch(workflow_id, calls, state, run)
+            if park is not None:
+                parks = [*(parks or ()), park]
         if effects.finished:
             self._on_finished(state)
+        return parks
 
     def cancel_call(self, workflow_id: str, run_id: str) -> None:
         """Cancel a running or queued call in whichever pool holds it (it reports nothing)."""
@@ -59,23 +109,20 @@ class AfterCommit:
             if pool.cancel((workflow_id, run_id)):
                 return
 
-    def _dispatch(self, actor: WorkflowActor, state: WorkflowState, run: RunTask) -> None:
-        wid = actor.workflow_id
+    def _dispatch(self, wid: str, calls: CallBook, state: WorkflowState, run: RunTask) -> ParkTask | None:
         pool = self._pools.get(run.task_type)
         if pool is None:
-            if not state.runs[run.stage].parked:
-                actor.mailbox.append(ParkTask(run=run))
             log.error(
                 "task type %r is not registered; workflow %s parked",
                 run.task_type,
                 wid,
                 extra={"workflow_id": wid, "stage": state.specs[run.stage].ref_id, "task": run.task_type},
             )
-            return
-        if not self.accepting:
-            return  # stopping: the row stays and is redelivered at the next start
-        if run.id in actor.dispatched:
-            return  # a redelivery of a call already made; its result is on its way
+            return None if state.runs[run.stage].parked else ParkTask(run=run)
+        if not self._accepting:
+            return None  # stopping: the row stays and is redelivered at the next start
+        if calls.made(run.id):
+            return None  # a redelivery of a call already made; its result is on its way
         spec = state.specs[run.stage]
         view = StageView(
             ref_id=spec.ref_id,
@@ -88,5 +135,5 @@ class AfterCommit:
         )
         timeout = spec.timeout if spec.timeout is not None else pool.options.timeout
         if pool.offer(Job(wid, run, view, timeout)):
-            actor.inflight.add(run.id)
-            actor.dispatched.add(run.id)
+            calls.started(run.id)
+        return None
