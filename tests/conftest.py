@@ -15,6 +15,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from storekit import StoreFactory
+
+from stabilize_aio.store import store_from_url
 
 POSTGRES_URL = os.environ.get("STABILIZE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 #: Set by .ci/run: a PostgreSQL test that cannot reach the server fails instead of skipping.
@@ -71,3 +74,13 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_schema_url"))
     return f"sqlite:///{tmp_path / 'engine.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A factory of stores on one fresh database of the parametrized backend."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_schema_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    return lambda: store_from_url(url)

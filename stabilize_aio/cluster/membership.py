@@ -40,7 +40,6 @@ from types import MappingProxyType
 
 import anyio
 
-from ..store import Store
 from ..store.protocol import LeaseStore
 from ..store.shards import SHARDS, shard_of
 
@@ -61,15 +60,15 @@ class SoleOwner:
 class LeaseKeeper:
     """Leases a fair share of the shards and keeps it (PostgreSQL).
 
-    ``store`` must have the :class:`~stabilize_aio.store.protocol.LeaseStore`
-    capability (a TypeError otherwise); the keeper hands it its owner id and
+    ``store`` has the :class:`~stabilize_aio.store.protocol.LeaseStore`
+    capability (the type says so); the keeper hands it its owner id and
     its live ``held`` mapping once (``set_fence``), and the store checks every
     state-changing turn against that mapping as it is at the time.
     """
 
     def __init__(
         self,
-        store: LeaseStore | Store,
+        store: LeaseStore,
         *,
         lease: float,
         heartbeat: float,
@@ -79,9 +78,7 @@ class LeaseKeeper:
     ) -> None:
         if not 0 < heartbeat < lease:
             raise ValueError("the heartbeat must be shorter than the lease")
-        if not isinstance(store, LeaseStore):
-            raise TypeError(f"{type(store).__name__} has no shard leases (it is not a LeaseStore)")
-        self.store: LeaseStore = store
+        self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease = lease
         self.heartbeat = heartbeat

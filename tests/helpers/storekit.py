@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+import asyncpg
 
 from stabilize_aio.store import Store
 
 S = TypeVar("S", bound=Store)
+#: Makes a store on one database (the ``store_factory`` fixture of the integration tier).
+StoreFactory = Callable[[], Store]
 
 
 @asynccontextmanager
@@ -24,3 +27,14 @@ async def running_store(store: S) -> AsyncIterator[S]:
             tg.cancel_scope.cancel()
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def admin(postgres_schema_url: str) -> AsyncIterator[Any]:
+    """A plain connection with the test schema first in its search path."""
+    schema = postgres_schema_url.rsplit("=", 1)[1]
+    conn = await asyncpg.connect(postgres_schema_url.split("?", 1)[0], server_settings={"search_path": schema})
+    try:
+        yield conn
+    finally:
+        await conn.close()

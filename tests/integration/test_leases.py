@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import anyio
 import asyncpg
 import msgspec
 import pytest
-from storekit import running_store
+from storekit import admin, running_store
 
 from stabilize_aio import ConcurrencyError, LeaseLostError
 from stabilize_aio.messages.durable import CancelWorkflow, RunTask
@@ -40,17 +40,6 @@ def opened(url: str, owner: str = "") -> AbstractAsyncContextManager[PostgresSto
     store = PostgresStore(url)
     store.set_fence(owner, None)  # named; fenced once a test hands it shards
     return running_store(store)
-
-
-@asynccontextmanager
-async def admin(postgres_schema_url: str) -> AsyncIterator[Any]:
-    """A plain connection with the test schema first in its search path."""
-    schema = postgres_schema_url.rsplit("=", 1)[1]
-    conn = await asyncpg.connect(postgres_schema_url.split("?", 1)[0], server_settings={"search_path": schema})
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def in_shard(shard: int, prefix: str = "wf") -> str:

@@ -19,8 +19,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -28,7 +28,7 @@ import asyncpg
 import msgspec
 import pytest
 from runs import initial_state
-from storekit import running_store
+from storekit import admin, running_store
 from test_leases import Inbox
 
 from stabilize_aio import (
@@ -70,17 +70,6 @@ def opened(store: PostgresStore, owner: str = "") -> AbstractAsyncContextManager
     """``store`` open with its group writer running (as inside an engine), lease owner ``owner``."""
     store.set_fence(owner, None)
     return running_store(store)
-
-
-@asynccontextmanager
-async def admin(postgres_schema_url: str) -> AsyncIterator[Any]:
-    """A plain connection with the test schema first in its search path."""
-    schema = postgres_schema_url.rsplit("=", 1)[1]
-    conn = await asyncpg.connect(postgres_schema_url.split("?", 1)[0], server_settings={"search_path": schema})
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def backends(conn: Any, application_name: str) -> set[int]:
@@ -453,6 +442,7 @@ async def test_two_engines_started_together_share_the_shards_promptly(postgres_s
             return sorted(int(r[0]) for r in rows) == [SHARDS // 2, SHARDS // 2]
 
         await until(balanced, timeout=3)
+        await shares(*engines, expected=(SHARDS // 2, SHARDS // 2))  # each has read its claim's answer
         held = [len(leases(e)) for e in engines]
         stop.set()
     assert [SHARDS // 2, SHARDS // 2] == held

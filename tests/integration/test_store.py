@@ -9,35 +9,22 @@ the test), through the ``store_factory`` parameters.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
 from runs import initial_state
-from storekit import running_store
+from storekit import StoreFactory, running_store
 
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
 from stabilize_aio.handlers import start
 from stabilize_aio.messages.durable import CancelWorkflow, RunTask
 from stabilize_aio.state.commit import Transition
 from stabilize_aio.state.workflow import WorkflowState
-from stabilize_aio.store import NewWorkflow, Store, store_from_url
+from stabilize_aio.store import NewWorkflow, Store
 
 S = WorkflowStatus
-StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """A factory of stores on one fresh database of the parametrized backend."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_schema_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    return lambda: store_from_url(url)
 
 
 def opened(factory: StoreFactory) -> AbstractAsyncContextManager[Store]:

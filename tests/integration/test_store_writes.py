@@ -7,33 +7,20 @@ engine). Backends: SQLite (a fresh file) and PostgreSQL (a fresh schema).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import anyio
 import pytest
-from storekit import running_store
+from storekit import StoreFactory, running_store
 
 from stabilize_aio import DataError, WorkflowStatus
 from stabilize_aio.model.records import StageRun, StageSpec, WorkflowRecord
 from stabilize_aio.model.values import Event
 from stabilize_aio.state.commit import Transition
-from stabilize_aio.store import NewWorkflow, Store, store_from_url
+from stabilize_aio.store import NewWorkflow
 from stabilize_aio.store.protocol import ScheduleRow
 from stabilize_aio.store.sqlite.store import SqliteStore
-
-StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """A factory of stores on one fresh database of the parametrized backend."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_schema_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    return lambda: store_from_url(url)
 
 
 def workflow(wid: str, *, ended_at: float | None) -> NewWorkflow:
