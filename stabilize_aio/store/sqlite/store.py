@@ -21,7 +21,8 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,49 +112,48 @@ class SqliteStore(WritesThroughGroupWriter):
         return conn
 
     # writes (in the writer task) ---------------------------------------------------
-    async def commit_group(self, ops: Sequence[Op]) -> int:
-        """Write ``ops`` in one transaction; a fence that fails rolls it back (ConcurrencyError)."""
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction on the writer connection: BEGIN, the block, COMMIT.
+
+        Any error rolls it back (a failing rollback never hides it) and SQLite's
+        errors come out mapped (``write_error``); the block's own errors, a
+        ConcurrencyError of a fence included, pass unchanged.
+        """
         conn = self._conn(self._writer)
-        rows = rows_for(ops, _enc)
         try:
             await conn.execute(SQL["begin"])
             try:
-                if _faults.armed:
-                    _faults.hit("writer.begin")
-                for key, batch in rows.batches.items():  # in the order of rows.BATCHES
-                    if not batch:
-                        continue
-                    cur = await conn.executemany(SQL[QUERY_OF[key]], batch)
-                    if key in FENCED and cur.rowcount != len(batch):
-                        raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
-                if _faults.armed:
-                    _faults.hit("writer.commit")
+                yield conn
                 await conn.execute(SQL["commit"])
             except BaseException as exc:
                 await rollback(conn, exc)
                 raise
         except _WRITE_ERRORS as exc:
             raise write_error(self.path, exc) from exc
+
+    async def commit_group(self, ops: Sequence[Op]) -> int:
+        """Write ``ops`` in one transaction; a fence that fails rolls it back (ConcurrencyError)."""
+        rows = rows_for(ops, _enc)
+        async with self._transaction() as conn:
+            if _faults.armed:
+                _faults.hit("writer.begin")
+            for key, batch in rows.batches.items():  # in the order of rows.BATCHES
+                if not batch:
+                    continue
+                cur = await conn.executemany(SQL[QUERY_OF[key]], batch)
+                if key in FENCED and cur.rowcount != len(batch):
+                    raise ConcurrencyError(f"fence failed on {key}: {cur.rowcount} of {len(batch)} rows matched")
+            if _faults.armed:
+                _faults.hit("writer.commit")
         return rows.nbytes
 
     async def _written(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """Run statements in one transaction in the writer task; the rows each returned."""
 
         async def work() -> list[list[Any]]:
-            conn = self._conn(self._writer)
-            out: list[list[Any]] = []
-            try:
-                await conn.execute(SQL["begin"])
-                try:
-                    for name, params in statements:
-                        out.append(list(await conn.execute_fetchall(SQL[name], params)))
-                    await conn.execute(SQL["commit"])
-                except BaseException as exc:
-                    await rollback(conn, exc)
-                    raise
-            except _WRITE_ERRORS as exc:
-                raise write_error(self.path, exc) from exc
-            return out
+            async with self._transaction() as conn:
+                return [list(await conn.execute_fetchall(SQL[name], params)) for name, params in statements]
 
         return await self.writer.call(work)
 
@@ -175,23 +175,12 @@ class SqliteStore(WritesThroughGroupWriter):
         """Retention: delete up to ``limit`` finished workflows ended before a time, in one transaction."""
 
         async def work() -> int:
-            conn = self._conn(self._writer)
-            try:
-                await conn.execute(SQL["begin"])
-                try:
-                    ids = [
-                        str(r[0]) for r in await conn.execute_fetchall(SQL["finished_before"], (ended_before, limit))
-                    ]
-                    if ids:
-                        listed = (json.dumps(ids),)
-                        for name in ("delete_events_of", "delete_stages_of", "delete_workflows_of"):
-                            await conn.execute(SQL[name], listed)
-                    await conn.execute(SQL["commit"])
-                except BaseException as exc:
-                    await rollback(conn, exc)
-                    raise
-            except _WRITE_ERRORS as exc:
-                raise write_error(self.path, exc) from exc
+            async with self._transaction() as conn:
+                ids = [str(r[0]) for r in await conn.execute_fetchall(SQL["finished_before"], (ended_before, limit))]
+                if ids:
+                    listed = (json.dumps(ids),)
+                    for name in ("delete_events_of", "delete_stages_of", "delete_workflows_of"):
+                        await conn.execute(SQL[name], listed)
             return len(ids)
 
         return await self.writer.call(work)
