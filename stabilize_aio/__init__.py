@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._engine import Engine as Engine
 from ._errors import ConcurrencyError as ConcurrencyError
+from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDatabaseError as CorruptDatabaseError
 from ._errors import CronError as CronError
 from ._errors import CycleError as CycleError
@@ -84,6 +85,7 @@ __all__ = (
     "EncodingError",
     "CronError",
     "InvalidTransitionError",
+    "ConfigurationError",
     "InvalidIdError",
     "RegistrationError",
     "EngineStateError",

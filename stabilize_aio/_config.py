@@ -11,6 +11,8 @@ import os
 
 import msgspec
 
+from ._errors import ConfigurationError
+
 DEFAULT_URL = "sqlite:///stabilize.db"
 CRASH_POINTS_ENV = "STABILIZE_CRASH_POINTS"
 
@@ -33,7 +35,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
         leader_interval: seconds between the leader's checks for due schedules.
 
     Raises:
-        ValueError: an option out of range, named with its value.
+        ConfigurationError: an option out of range, named with its value (also a ValueError).
     """
 
     url: str = DEFAULT_URL
@@ -59,12 +61,12 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
             positive["heartbeat"] = self.heartbeat
         for name, value in positive.items():
             if not value > 0:
-                raise ValueError(f"Engine({name}={value!r}): must be greater than 0")
+                raise ConfigurationError(f"Engine({name}={value!r}): must be greater than 0")
         for name, seconds in (("stop_grace", self.stop_grace), ("retention", self.retention)):
             if seconds is not None and not seconds >= 0:
-                raise ValueError(f"Engine({name}={seconds!r}): must be 0 or more seconds")
+                raise ConfigurationError(f"Engine({name}={seconds!r}): must be 0 or more seconds")
         if self.heartbeat is not None and self.heartbeat >= self.lease:
-            raise ValueError(
+            raise ConfigurationError(
                 f"Engine(heartbeat={self.heartbeat!r}, lease={self.lease!r}): the heartbeat must be shorter than the"
                 " lease, or leases expire between renewals"
             )

@@ -56,7 +56,7 @@ class Engine:
     ``postgresql://…``); ``store`` gives one instead; ``clock`` is where time comes
     from (a ``stabilize_aio.testing.FakeClock`` in tests). The other options are
     :class:`~stabilize_aio._config.EngineConfig`'s, documented there, and checked
-    here (``ValueError`` naming the option).
+    here (``ConfigurationError``, a ``ValueError``, naming the option).
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class Engine:
         runtime = self._runtime
         self._leader = LeaderServices(
             store=self._store, schedules=self._schedules, start_run=runtime.start_run, is_leader=runtime.leads,
-            clock=self._clock, interval=leader_interval, retention=retention,
+            clock=self._clock, interval=self.config.leader_interval, retention=self.config.retention,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -271,7 +271,7 @@ class Engine:
         check_id(workflow_id)
         if self._life.life is Life.STOPPED:
             raise EngineStateError(f"wait() for {workflow_id!r} on an engine that is stopped (use a running engine)")
-        return await self._runtime.waiters.wait(workflow_id, timeout)
+        return await self._runtime.wait(workflow_id, timeout)
 
     async def list(
         self, *, status: WorkflowStatus | str | None = None, application: str | None = None, limit: int = 100

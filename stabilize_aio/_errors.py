@@ -11,6 +11,7 @@ Every error the engine raises derives from :class:`StabilizeError`::
     │   ├── UnknownTaskError
     │   ├── EncodingError            a context or input msgspec cannot encode
     │   └── CronError                a schedule's cron expression cannot be parsed (also a ValueError)
+    ├── ConfigurationError           an engine, store URL, retry or breaker option out of range (also a ValueError)
     ├── InvalidTransitionError       a status change the table refuses: an engine bug, contained to its workflow
     ├── InvalidIdError               a workflow id that is not 1-255 UTF-8 bytes of printable text (also a ValueError)
     ├── RegistrationError            a task registered twice, or after start
@@ -50,6 +51,10 @@ class DefinitionError(StabilizeError):
 
 class CronError(DefinitionError, ValueError):
     """A cron expression that cannot be parsed (or never fires)."""
+
+
+class ConfigurationError(StabilizeError, ValueError):
+    """An option the engine cannot run with: an Engine keyword, a store URL, a retry or breaker policy."""
 
 
 class InvalidTransitionError(StabilizeError, ValueError):

@@ -2,7 +2,8 @@
 
 ::
 
-    CREATED --start()--> RUNNING --stop()--> STOPPED   (never restarted: make a new Engine)
+    CREATED --start()--> STARTING --> RUNNING --stop()--> STOPPING --> STOPPED   (never restarted)
+    (a start that fails goes to STOPPED; a stopped engine is not started again: make a new Engine)
 
 The task group is entered by the task that calls ``start()`` and must be left by
 that same task, so ``stop()`` from another task is refused (the engine goes on).

@@ -168,13 +168,6 @@ class LeaseKeeper:
             except Exception:  # a failed heartbeat is retried at the next one; the fence keeps writes safe
                 log.exception("lease heartbeat failed; retrying in %ss", self.heartbeat)
 
-    async def release_all(self) -> None:
-        """Hand every lease back at once: another engine continues without waiting."""
-        shards = sorted(self.held)
-        self._drop(set(shards))
-        if shards:
-            await self.store.release(self.owner, shards)
-
     async def leave(self) -> None:
         """Graceful stop: stop writing every shard, then hand them back and delete this engine's row, at once.
 

@@ -1,17 +1,23 @@
 """The kernel every message family builds on: start a run, start and complete stages, finish.
 
-Readiness is asked of the stage's join policy (``dag/joins.py``) at each
-arrival, from two counts the state keeps in O(1): a stage starts when its
-policy says so (today AND: no requisite outstanding).
+Two plug-in points, where the next issues add kinds without touching the rest:
+
+* **joins**: readiness is asked of the stage's join policy (``dag/joins.py``,
+  ``join_of(spec)``) at each arrival, from counts the state keeps in O(1): a
+  stage starts when its policy says so (today AND: no requisite outstanding);
+* **stage kinds**: every stage starts the same way (RUNNING, its stage timer,
+  ``stage.started``), then its kind (``kind_of(spec)``) begins its work. Today
+  the one kind runs its tasks one after another (``TaskStage``); multi-instance
+  and sub-workflow stages are further kinds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ..dag.joins import join_of
 from ..messages.durable import RunTask, StageTimeout
-from ..model.records import LIVE, StageRun
+from ..model.records import LIVE, StageRun, StageSpec
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
@@ -41,10 +47,41 @@ def start_stage(turn: Turn, i: int) -> None:
         )
     turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
     turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
-    if not spec.tasks:
-        complete_stage(turn, i, S.SUCCEEDED)
-    else:
-        emit_run(turn, i, deliver_at=None)
+    kind_of(spec).begin(turn, i)
+
+
+class StageKind(Protocol):
+    """What a stage of one kind does once it has started (its work; its end goes through :func:`complete_stage`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def begin(self, turn: Turn, i: int) -> None:
+        """Begin stage ``i``'s work in this turn (it is RUNNING already)."""
+        ...
+
+
+class TaskStage:
+    """A stage that runs its tasks one after another; one without tasks succeeds at once (a join point)."""
+
+    __slots__ = ()
+
+    name = "tasks"
+
+    def begin(self, turn: Turn, i: int) -> None:
+        if turn.spec(i).tasks:
+            emit_run(turn, i, deliver_at=None)
+        else:
+            complete_stage(turn, i, S.SUCCEEDED)
+
+
+#: The one task-stage kind (kinds hold no state: one instance serves every stage).
+TASKS = TaskStage()
+
+
+def kind_of(spec: StageSpec) -> StageKind:
+    """The kind of a stage (the plug-in point for the stage kinds a stage declares)."""
+    return TASKS
 
 
 def emit_run(turn: Turn, i: int, *, deliver_at: float | None) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 import tenacity
 
+from .._errors import ConfigurationError
+
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How a task that fails transiently (or times out) is retried.
@@ -32,11 +34,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+            raise ConfigurationError("max_attempts must be at least 1")
         if self.initial < 0 or self.maximum < 0 or self.multiplier < 1:
-            raise ValueError("delays must be >= 0 and multiplier >= 1")
+            raise ConfigurationError("delays must be >= 0 and multiplier >= 1")
         if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be between 0 and 1")
+            raise ConfigurationError("jitter must be between 0 and 1")
 
     def wait_strategy(self) -> tenacity.wait.wait_base:
         """The tenacity wait strategy this policy compiles to (without jitter)."""

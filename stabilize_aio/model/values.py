@@ -80,3 +80,4 @@ class QuarantineRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     key: str  # its key there: the outbox id, "workflow", the stage index
     body: bytes
     error: str
+    at: float = 0.0  # when it moved to the quarantine (the turn's time; stamped by the turn that moves it)

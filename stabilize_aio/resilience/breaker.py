@@ -25,6 +25,7 @@ import anyio
 import msgspec
 
 from .._clock import SYSTEM_CLOCK, Clock
+from .._errors import ConfigurationError
 
 
 class CircuitState(StrEnum):
@@ -52,11 +53,11 @@ class CircuitBreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not 0 < self.failure_rate <= 1:
-            raise ValueError("failure_rate must be in (0, 1]")
+            raise ConfigurationError("failure_rate must be in (0, 1]")
         if self.window < 1 or not 1 <= self.minimum_calls <= self.window:
-            raise ValueError("window must be >= 1 and 1 <= minimum_calls <= window")
+            raise ConfigurationError("window must be >= 1 and 1 <= minimum_calls <= window")
         if self.cooldown < 0:
-            raise ValueError("cooldown must be >= 0")
+            raise ConfigurationError("cooldown must be >= 0")
 
 
 class BreakerStatistics(msgspec.Struct, frozen=True, kw_only=True):

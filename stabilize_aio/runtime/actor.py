@@ -29,6 +29,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from .. import _faults, handlers
 from .._errors import ConcurrencyError, DataError, LeaseLostError
 from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout
@@ -98,7 +100,6 @@ class WorkflowActor:
         "host",
         "ids",
         "loading",
-        "loads",
         "mailbox",
         "recent",
         "revalidate",
@@ -119,7 +120,6 @@ class WorkflowActor:
         self.turn: Turn | None = None
         self.loading = False  # its state is being read from the store
         self.failures = 0  # turns refused by their fence in a row
-        self.loads = 0
         #: Ids of the durable messages in the mailbox or in the committing turn (duplicates are dropped).
         self.ids: set[str] = set()
         #: Ids of rows consumed or discarded by its committed turns, newest last (late duplicates are dropped).
@@ -349,7 +349,6 @@ class WorkflowActor:
         finally:
             self.loading = False
             host.idle()
-        self.loads += 1
         if not host.holds(self):
             return  # dropped while loading (its shard was lost)
         if pending is not None:
@@ -385,7 +384,9 @@ class WorkflowActor:
         log.warning("%d message(s) for unknown workflow %s dropped", len(self.mailbox), wid)
         self.forget()
         if bad:
-            commit = Commit(workflow_id=wid, discarded=[m.id for m in bad], quarantine=[m.row for m in bad])
+            now = self.host.clock()
+            rows = [msgspec.structs.replace(m.row, at=now) for m in bad]
+            commit = Commit(workflow_id=wid, discarded=[m.id for m in bad], quarantine=rows)
             self.host.store.enqueue(commit, partial(_log_failure, wid))
 
     def forget(self) -> None:

@@ -17,7 +17,6 @@ of bounded queues can deadlock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from .effects import AfterCommit
 if TYPE_CHECKING:
     from ..store import Store
 
-__all__ = ("Dispatcher", "MailboxStatistics", "WorkflowActor")
+__all__ = ("Dispatcher", "MailboxStatistics")
 
 
 class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +64,7 @@ class Dispatcher:
         schedule: Callable[[str, Durable], None],
         on_finished: Callable[[WorkflowState], None],
         owns: Callable[[str], bool] = lambda workflow_id: True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         batch: int = 256,
     ) -> None:
         self.store = store

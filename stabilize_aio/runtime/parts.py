@@ -30,10 +30,11 @@ from ..cluster.membership import LeaseKeeper, SoleOwner
 from ..messages.durable import Durable
 from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.values import Event
+from ..model.views import WorkflowView
 from ..pool.pool import TaskPool
 from ..pool.registry import TaskDefinition
 from ..resilience.breaker import CircuitBreaker
-from ..state.commit import Transition
+from ..state.commit import Commit
 from ..state.workflow import WorkflowState
 from ..store import Store
 from ..store.protocol import LeaseStore, NotifyStore, Pending
@@ -169,7 +170,7 @@ class Runtime:
         """Commit an outside command's row (waking its owner elsewhere), then hand it to its actor here."""
         assert self.dispatcher is not None
         owned = self.owns(workflow_id)
-        await self.store.write(Transition(workflow_id=workflow_id, emitted=[message], notify=not owned))
+        await self.store.write(Commit(workflow_id=workflow_id, emitted=[message], notify=not owned))
         if owned:
             self.dispatcher.deliver(workflow_id, message)
 
@@ -189,6 +190,10 @@ class Runtime:
         if not events and await self.store.load(workflow_id) is None:
             raise WorkflowNotFound(workflow_id)
         return events
+
+    async def wait(self, workflow_id: str, timeout: float | None) -> WorkflowView:
+        """A run's final view once it completes (see :meth:`Waiters.wait`)."""
+        return await self.waiters.wait(workflow_id, timeout)
 
     async def exists(self, workflow_id: str) -> bool:
         """Whether a run has this id."""

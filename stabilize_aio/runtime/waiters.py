@@ -14,7 +14,7 @@ from typing import Protocol
 
 import anyio
 
-from .._errors import WorkflowNotFound
+from .._errors import EngineStateError, WorkflowNotFound
 from ..model.status import WorkflowStatus
 from ..model.views import WorkflowView
 from ..state.views import view_of
@@ -52,6 +52,7 @@ class Waiters:
         self._live = live
         self._get = get
         self._waiters: dict[str, _Waiter] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -95,6 +96,8 @@ class Waiters:
             await waiter.event.wait()
             if waiter.view is not None:
                 return waiter.view
+            if self._closed:
+                raise EngineStateError(f"wait() for {workflow_id!r}: the engine stopped before the run finished")
             # woken by another process's notification (or the safety net): look again
 
     def finished(self, state: WorkflowState) -> None:
@@ -118,6 +121,7 @@ class Waiters:
                     self.done_elsewhere(workflow_id)
 
     def close(self) -> None:
-        """The engine stopped: wake everyone (they find the engine stopped)."""
+        """The engine stopped: wake everyone (they raise EngineStateError unless their run had finished)."""
+        self._closed = True
         for waiter in self._waiters.values():
             waiter.event.set()

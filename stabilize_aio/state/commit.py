@@ -50,10 +50,6 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
         )
 
 
-#: The store's name for a commit (``store.protocol.Op = NewWorkflow | Transition``); the same class.
-Transition = Commit
-
-
 class Effects(msgspec.Struct, kw_only=True, gc=False):
     """What happens after a turn's commit, and only then (never written)."""
 

@@ -162,7 +162,7 @@ class Turn:
     def purge(self, quarantine: Iterable[QuarantineRow] = ()) -> None:
         """Delete every outbox row of the workflow; move ``quarantine`` rows to the quarantine table."""
         self.commit.purge = True
-        self.commit.quarantine.extend(quarantine)
+        self.commit.quarantine.extend(msgspec.structs.replace(row, at=self.now) for row in quarantine)
 
     def respec(self, i: int) -> None:
         """Write stage ``i``'s definition and run row back as loaded (placeholders made decodable)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+from .._errors import ConfigurationError
 from .protocol import LeaseStore as LeaseStore
 from .protocol import LoadedWorkflow as LoadedWorkflow
 from .protocol import NewWorkflow as NewWorkflow
@@ -37,13 +38,13 @@ def store_from_url(url: str) -> Store:
     if parsed.scheme == "sqlite":
         if parsed.netloc:  # sqlite://x.db: the part after '//' is a host, and SQLite has none
             meant = parsed.netloc + parsed.path
-            raise ValueError(
+            raise ConfigurationError(
                 f"{url!r}: an SQLite URL has no host, and {parsed.netloc!r} is read as one; put three slashes"
                 f" before a relative path (sqlite:///{meant}) and four before an absolute one (sqlite:////abs/x.db)"
             )
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         if not path or path == ":memory:":
-            raise ValueError(
+            raise ConfigurationError(
                 f"{url!r}: SQLite needs a file path: sqlite:///relative.db or sqlite:////abs/path.db"
                 " (':memory:' has no WAL)"
             )
@@ -55,7 +56,7 @@ def store_from_url(url: str) -> Store:
         from .postgres.store import PostgresStore  # noqa: PLC0415 - a driver is imported only when its URL is used
 
         return PostgresStore(url)
-    raise ValueError(f"unknown store URL scheme {parsed.scheme!r} in {url!r}")
+    raise ConfigurationError(f"unknown store URL scheme {parsed.scheme!r} in {url!r}")
 
 
 async def upgrade(url: str) -> list[int]:

@@ -22,7 +22,7 @@ from ..messages.memory import Undecodable
 from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
-from ..state.commit import Transition
+from ..state.commit import Commit
 
 log = logging.getLogger("stabilize_aio.store")
 
@@ -33,11 +33,11 @@ class NewWorkflow(msgspec.Struct, kw_only=True, gc=False):
     record: WorkflowRecord
     specs: list[StageSpec]
     runs: list[StageRun]
-    begin: Transition | None = None  # the start turn, committed with the insert
+    begin: Commit | None = None  # the start turn, committed with the insert
     notify: bool = False  # wake the process that owns this workflow's shard (submitted from elsewhere)
 
 
-Op = NewWorkflow | Transition
+Op = NewWorkflow | Commit
 
 
 class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -11,7 +10,7 @@ import msgspec
 
 from .._errors import DataError, StoreError
 from ..messages.durable import Durable
-from ..state.commit import Transition
+from ..state.commit import Commit
 from .protocol import NewWorkflow, Op
 
 #: The batches of a group, in the order they are written: each is written with the named query of
@@ -73,7 +72,7 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
 
 def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[Any], bytes]) -> None:
     """Append one op's parameter rows to the per-statement batches."""
-    op: Transition
+    op: Commit
     if isinstance(item, NewWorkflow):
         # The start turn committed with the insert is folded into it: the rows go in
         # as the turn leaves them (no UPDATE of rows inserted a moment before).
@@ -114,10 +113,10 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
     for idx, spec in op.respecs.items():
         out["stage_respec"].append((enc(spec), wid, idx))
     for bad in op.quarantine:
-        out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, time.time()))
+        out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, bad.at))
 
 
-def _base_version(op: Transition, idx: int) -> int:
+def _base_version(op: Commit, idx: int) -> int:
     """The version the stage row must have before this turn (fence)."""
     base = op.base_versions.get(idx)
     if base is None:

@@ -11,6 +11,7 @@ import pytest
 
 from stabilize_aio import (
     Engine,
+    EngineStateError,
     RetryPolicy,
     StabilizeError,
     Stage,
@@ -546,3 +547,30 @@ async def test_a_users_exception_inside_the_block_propagates_unchanged(db_url: s
     with pytest.raises(KeyError, match="mine"):
         async with running_engine(lambda e: e.register("noop", noop)):
             raise KeyError("mine")
+
+
+async def test_a_wait_the_engine_stops_under_raises_instead_of_hanging(db_url: str) -> None:
+    """run.wait() on a run still going when its engine stops raises EngineStateError at once (no loop, no hang)."""
+    engine = Engine(db_url, stop_grace=0.1)
+    started = anyio.Event()
+
+    @engine.task("forever")
+    async def forever(stage: StageView) -> TaskResult:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    outcome: list[BaseException] = []
+    async with anyio.create_task_group() as tg, engine:
+        run = await engine.submit(Workflow(application="t", name="w", stages=[Stage("a", "forever")]))
+
+        async def waiter() -> None:
+            try:
+                await run.wait(timeout=30)
+            except (EngineStateError, TimeoutError) as exc:
+                outcome.append(exc)
+
+        tg.start_soon(waiter)
+        await started.wait()
+    assert [EngineStateError] == [type(e) for e in outcome]
+    assert "stopped before the run finished" in str(outcome[0])

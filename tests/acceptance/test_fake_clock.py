@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from stabilize_aio import Engine, RetryPolicy, Stage, StageView, TaskResult, TransientError, Workflow, WorkflowStatus
+from stabilize_aio import (
+    ConfigurationError,
+    Engine,
+    RetryPolicy,
+    Stage,
+    StageView,
+    TaskResult,
+    TransientError,
+    Workflow,
+    WorkflowStatus,
+)
 from stabilize_aio.testing import FakeClock
 from stabilize_aio.testing.clock import START
 
@@ -70,8 +80,9 @@ async def test_a_running_task_is_polled_at_its_fake_interval(db_url: str) -> Non
 )
 def test_an_option_out_of_range_is_refused_naming_it(option: str, value: float) -> None:
     """Engine options are checked when the engine is built, and the error names the option and its value."""
-    with pytest.raises(ValueError, match=rf"Engine\({option}={value!r}\)"):
+    with pytest.raises(ConfigurationError, match=rf"Engine\({option}={value!r}\)") as caught:
         Engine("sqlite:///never-opened.db", **{option: value})  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)  # what callers caught before
 
 
 def test_a_heartbeat_not_shorter_than_the_lease_is_refused() -> None:

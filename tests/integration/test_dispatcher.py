@@ -12,6 +12,7 @@ from runs import initial_state
 from storekit import running_store
 
 from stabilize_aio import ConcurrencyError, Stage, StageView, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio._clock import SYSTEM_CLOCK
 from stabilize_aio.messages.durable import Durable, RunTask
 from stabilize_aio.pool.pool import TaskPool
 from stabilize_aio.pool.registry import make_definition
@@ -63,7 +64,9 @@ async def rig(db_path: Path, *, with_task: bool = True) -> AsyncIterator[Rig]:
             dispatcher.deliver(workflow_id, message)  # a timer fires for the dispatcher made below
 
         timers = TimerService(due)
-        dispatcher = Dispatcher(store=store, tg=tg, pools=pools, schedule=timers.add, on_finished=finished)
+        dispatcher = Dispatcher(
+            store=store, tg=tg, pools=pools, schedule=timers.add, on_finished=finished, clock=SYSTEM_CLOCK.time
+        )
         this = Rig(store, dispatcher, pools)
 
         async def noop(stage: StageView) -> TaskResult:

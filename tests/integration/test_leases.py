@@ -26,7 +26,7 @@ from stabilize_aio import ConcurrencyError, LeaseLostError
 from stabilize_aio.messages.durable import CancelWorkflow, RunTask
 from stabilize_aio.model.records import WorkflowRecord
 from stabilize_aio.model.status import WorkflowStatus
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.commit import Commit
 from stabilize_aio.store import NewWorkflow, upgrade
 from stabilize_aio.store.postgres.store import PostgresStore
 from stabilize_aio.store.shards import SHARDS, shard_of
@@ -58,16 +58,16 @@ ROW = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, att
 
 def submit(wid: str, *, notify: bool = False) -> NewWorkflow:
     """The op that submits a workflow without stages, with a pending row (``ROW``) its start turn emits."""
-    begin = Transition(workflow_id=wid, emitted=[ROW])
+    begin = Commit(workflow_id=wid, emitted=[ROW])
     return NewWorkflow(record=record(wid), specs=[], runs=[], begin=begin, notify=notify)
 
 
-def turn(wid: str, base: int, *, finished: bool = False, notify: bool = False) -> Transition:
+def turn(wid: str, base: int, *, finished: bool = False, notify: bool = False) -> Commit:
     """A turn that rewrites the workflow's row from version ``base`` to ``base + 1`` (finished: SUCCEEDED)."""
     written = record(wid, base + 1)
     if finished:
         written = msgspec.structs.replace(written, status=WorkflowStatus.SUCCEEDED)
-    return Transition(workflow_id=wid, workflow=written, base_workflow_version=base, notify=notify)
+    return Commit(workflow_id=wid, workflow=written, base_workflow_version=base, notify=notify)
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -286,7 +286,7 @@ async def test_a_turn_of_a_lost_shard_is_refused_while_the_same_group_commits_a_
         before = await store.table_counts()
         outcomes: dict[str, BaseException | None] = {}
 
-        async def write(wid: str, op: Transition) -> None:
+        async def write(wid: str, op: Commit) -> None:
             try:
                 await store.write(op)
             except LeaseLostError as exc:
@@ -372,7 +372,7 @@ async def test_new_workflows_and_outside_commands_are_not_fenced(postgres_schema
     async with opened(postgres_schema_url, owner="client") as store:
         store.set_fence(store.owner, {})
         await store.write(submit(wid, notify=True))
-        await store.write(Transition(workflow_id=wid, emitted=[CancelWorkflow(id="cancel")], notify=True))
+        await store.write(Commit(workflow_id=wid, emitted=[CancelWorkflow(id="cancel")], notify=True))
         pending = await store.pending_for(wid)
         reads = store.statistics().outbox_reads
     assert [CancelWorkflow(id="cancel"), ROW] == pending  # by deliver_at, then id
@@ -400,7 +400,7 @@ async def test_committed_ops_wake_a_listener_in_another_store(postgres_schema_ur
         await woken.wait_for("wf-new")
         async with anyio.create_task_group() as tg:  # one group: one set-based NOTIFY per channel
             tg.start_soon(sender.write, submit("wf-2", notify=True))
-            tg.start_soon(sender.write, Transition(workflow_id="wf-new", emitted=[CancelWorkflow(id="c")], notify=True))
+            tg.start_soon(sender.write, Commit(workflow_id="wf-new", emitted=[CancelWorkflow(id="c")], notify=True))
             tg.start_soon(sender.write, submit("wf-quiet"))
         await woken.wait_for("wf-2")
         await sender.write(turn("wf-new", 0, finished=True))

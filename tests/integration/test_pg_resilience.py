@@ -45,7 +45,7 @@ from stabilize_aio.handlers import start
 from stabilize_aio.messages.durable import CancelWorkflow
 from stabilize_aio.model.records import WorkflowRecord
 from stabilize_aio.model.values import Event
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.commit import Commit
 from stabilize_aio.store import NewWorkflow
 from stabilize_aio.store.postgres.store import PostgresStore
 from stabilize_aio.store.shards import SHARDS, shard_of
@@ -130,10 +130,10 @@ def new_workflow(wid: str) -> NewWorkflow:
     return NewWorkflow(record=state.record, specs=state.specs, runs=list(state.runs), begin=begin)
 
 
-def turn(wid: str, base: int) -> Transition:
+def turn(wid: str, base: int) -> Commit:
     """A turn that rewrites a stage-less workflow's row from version ``base`` to ``base + 1``."""
     record = WorkflowRecord(id=wid, application="app", name="wf", version=base + 1, created_at=1.0)
-    return Transition(workflow_id=wid, workflow=record, base_workflow_version=base)
+    return Commit(workflow_id=wid, workflow=record, base_workflow_version=base)
 
 
 def bare(wid: str, name: str = "wf") -> NewWorkflow:
@@ -293,7 +293,7 @@ async def commit_answer_lost(store: PostgresStore, conn: Any, committed: Callabl
 async def test_a_command_whose_commit_answer_was_lost_is_not_written_twice(postgres_schema_url: str) -> None:
     """COMMIT committed but its answer was lost, and the owner consumed the row: the retry does not write it again."""
     schema = postgres_schema_url.rsplit("=", 1)[1]
-    command = Transition(workflow_id="wf-1", emitted=[CancelWorkflow(id="cmd")], notify=True)
+    command = Commit(workflow_id="wf-1", emitted=[CancelWorkflow(id="cmd")], notify=True)
     async with opened(PostgresStore(postgres_schema_url)) as store, admin(postgres_schema_url) as conn:
         await store.write(bare("wf-1"))
         await hold_commits_of(conn, schema, "outbox", "NEW.id = 'cmd'")
@@ -341,7 +341,7 @@ async def test_a_command_cut_while_its_commit_still_runs_is_rolled_back_then_wri
 ) -> None:
     """The connection dies while the server still runs the COMMIT: that backend is ended, and the retry commits once."""
     schema = postgres_schema_url.rsplit("=", 1)[1]
-    command = Transition(workflow_id="wf-1", emitted=[CancelWorkflow(id="cmd")], notify=True)
+    command = Commit(workflow_id="wf-1", emitted=[CancelWorkflow(id="cmd")], notify=True)
     async with opened(PostgresStore(postgres_schema_url)) as store, admin(postgres_schema_url) as conn:
         await store.write(bare("wf-1"))
         await hold_commits_of(conn, schema, "outbox", "NEW.id = 'cmd'")
@@ -375,7 +375,7 @@ async def test_data_postgres_refuses_is_a_data_error_and_the_next_op_commits(pos
             await store.write(bare("wf-nul", name="bad\x00name"))
         await store.write(bare("wf-1"))
         with pytest.raises(DataError) as big:
-            await store.write(Transition(workflow_id="wf-1", events=[event]))
+            await store.write(Commit(workflow_id="wf-1", events=[event]))
         await store.write(new_workflow("wf-ok"))
         loaded = (await store.load("wf-nul"), await store.load("wf-ok"))
         stats = (store.reconnects, store.statistics().commits)

@@ -20,7 +20,7 @@ from storekit import StoreFactory, running_store
 from stabilize_aio import ConcurrencyError, Stage, Workflow, WorkflowStatus
 from stabilize_aio.handlers import start
 from stabilize_aio.messages.durable import CancelWorkflow, RunTask
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.commit import Commit
 from stabilize_aio.state.workflow import WorkflowState
 from stabilize_aio.store import NewWorkflow, Store
 
@@ -39,7 +39,7 @@ def new_workflow(wid: str, *refs: str) -> tuple[WorkflowState, NewWorkflow]:
     return state, op
 
 
-async def start_turns(store: Store, count: int, *, stale: int) -> list[Transition]:
+async def start_turns(store: Store, count: int, *, stale: int) -> list[Commit]:
     """Insert ``count`` workflows; return their start turns, the one at ``stale`` fenced on an unwritten version."""
     states = [new_workflow(f"wf-{i}") for i in range(count)]
     for _, op in states:
@@ -76,7 +76,7 @@ async def test_a_row_is_pending_until_a_turn_consumes_it(store_factory: StoreFac
         t, _ = start(state, 10.0)
         await store.write(t)
         after = await store.pending_messages()
-        await store.write(Transition(workflow_id="wf-1", consumed=[t.emitted[0].id]))
+        await store.write(Commit(workflow_id="wf-1", consumed=[t.emitted[0].id]))
         left = await store.pending_messages()
     assert [] == before  # an insert alone writes no row
     assert sorted(m.id for m in t.emitted) == sorted(m.id for _, m in after)
@@ -103,7 +103,7 @@ async def test_a_failed_fence_refuses_only_the_offending_turn(store_factory: Sto
         turns = await start_turns(store, 5, stale=2)
         results: dict[int, str] = {}
 
-        async def write(i: int, t: Transition) -> None:
+        async def write(i: int, t: Commit) -> None:
             try:
                 await store.write(t)
                 results[i] = "ok"
@@ -189,10 +189,10 @@ async def test_consuming_a_row_twice_is_refused(store_factory: StoreFactory) -> 
     _, op = new_workflow("wf-1")
     async with opened(store_factory) as store:
         await store.write(op)
-        await store.write(Transition(workflow_id="wf-1", emitted=[CancelWorkflow(id="cancel")]))
-        await store.write(Transition(workflow_id="wf-1", consumed=["cancel"]))
+        await store.write(Commit(workflow_id="wf-1", emitted=[CancelWorkflow(id="cancel")]))
+        await store.write(Commit(workflow_id="wf-1", consumed=["cancel"]))
         with pytest.raises(ConcurrencyError):
-            await store.write(Transition(workflow_id="wf-1", consumed=["cancel"]))
+            await store.write(Commit(workflow_id="wf-1", consumed=["cancel"]))
         assert [] == await store.pending_messages()
 
 
@@ -203,9 +203,9 @@ async def test_discarding_a_missing_row_is_not_an_error(store_factory: StoreFact
     other = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, attempt=1)
     async with opened(store_factory) as store:
         await store.write(op)
-        await store.write(Transition(workflow_id="wf-1", emitted=[other, cancel]))
-        await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
-        await store.write(Transition(workflow_id="wf-1", discarded=["cancel"]))
+        await store.write(Commit(workflow_id="wf-1", emitted=[other, cancel]))
+        await store.write(Commit(workflow_id="wf-1", discarded=["cancel"]))
+        await store.write(Commit(workflow_id="wf-1", discarded=["cancel"]))
         pending = await store.pending_messages()
     assert [("wf-1", other)] == pending
 
@@ -217,7 +217,7 @@ async def test_a_duplicate_row_or_event_is_refused(store_factory: StoreFactory) 
         await store.write(op)
         t, _ = start(state, 1.0)
         await store.write(t)
-        again = Transition(workflow_id="wf-1", events=list(t.events))
+        again = Commit(workflow_id="wf-1", events=list(t.events))
         with pytest.raises(ConcurrencyError):
             await store.write(again)
         events = await store.events("wf-1")
@@ -233,7 +233,7 @@ async def test_pending_runs_pages_by_key_and_skips_future_rows(store_factory: St
             due = RunTask(id="r0.0.0.1.0", stage=0, task=0, task_type="t", generation=0, attempt=1)
             later = RunTask(id="r0.0.0.2.0", stage=0, task=0, task_type="t", generation=0, attempt=2, deliver_at=1e12)
             other = RunTask(id="r0.0.0.1.9", stage=0, task=0, task_type="other", generation=0, attempt=1)
-            await store.write(Transition(workflow_id=f"wf-{i}", emitted=[due, later, other]))
+            await store.write(Commit(workflow_id=f"wf-{i}", emitted=[due, later, other]))
         first = await store.pending_runs("t", 3, 1000.0)
         rest = await store.pending_runs("t", 3, 1000.0, after=(first[-1][0], first[-1][1].id))
     assert ["wf-0", "wf-1", "wf-2"] == [w for w, _ in first]

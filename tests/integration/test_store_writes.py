@@ -15,9 +15,10 @@ import pytest
 from storekit import StoreFactory, running_store
 
 from stabilize_aio import DataError, WorkflowStatus
+from stabilize_aio.messages.durable import CancelWorkflow
 from stabilize_aio.model.records import StageRun, StageSpec, WorkflowRecord
 from stabilize_aio.model.values import Event
-from stabilize_aio.state.commit import Transition
+from stabilize_aio.state.commit import Commit
 from stabilize_aio.store import NewWorkflow
 from stabilize_aio.store.protocol import ScheduleRow
 from stabilize_aio.store.sqlite.store import SqliteStore
@@ -31,9 +32,9 @@ def workflow(wid: str, *, ended_at: float | None) -> NewWorkflow:
     return NewWorkflow(record=record, specs=[spec], runs=[StageRun()])
 
 
-def noted(wid: str) -> Transition:
+def noted(wid: str) -> Commit:
     """A turn that only records an event."""
-    return Transition(workflow_id=wid, events=[Event(key=f"note:{wid}", kind="note", at=1.0)])
+    return Commit(workflow_id=wid, events=[Event(key=f"note:{wid}", kind="note", at=1.0)])
 
 
 def schedule(name: str, next_at: float, cron: str = "* * * * *") -> ScheduleRow:
@@ -71,6 +72,17 @@ async def test_retention_deletes_finished_workflows_with_their_stages_and_events
     assert [2, 1, 0] == counts
     assert {"new", "running"} == set(left)
     assert ([0, 1, 1], [False, True]) == (history, stages)
+
+
+async def test_retention_deletes_a_finished_workflows_leftover_outbox_rows(store_factory: StoreFactory) -> None:
+    """A command that came after the end (its row never consumed) goes with the workflow, not into every recovery."""
+    async with running_store(store_factory()) as store:
+        await store.write(workflow("old", ended_at=1.0))
+        await store.write(Commit(workflow_id="old", emitted=[CancelWorkflow(id="cancel", reason="too late")]))
+        before = [wid for wid, _ in await store.pending_messages()]
+        deleted = await store.delete_finished(10.0, 10)
+        after = ([wid for wid, _ in await store.pending_messages()], await store.pending_for("old"))
+    assert (["old"], 1, ([], [])) == (before, deleted, after)
 
 
 async def test_sqlite_schedule_writes_and_retention_run_in_the_writer_task_after_what_was_queued(

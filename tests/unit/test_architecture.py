@@ -35,6 +35,22 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__", "__main__", "cli", "testing", "tasks", "compat"}),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
+CORE = LAYERS[0]
+#: What each lower part may import besides itself (docs/architecture.md, "The house", its last column);
+#: the parts not listed (cluster and above) may import every lower layer.
+ALLOWED: dict[str, frozenset[str]] = {
+    **dict.fromkeys(CORE, CORE),
+    "model": CORE,
+    "dag": CORE | {"model"},
+    "patterns": CORE | {"model", "dag"},
+    "messages": CORE | {"model"},
+    "state": CORE | {"model", "dag", "messages"},
+    "handlers": CORE | {"model", "dag", "messages", "state"},
+    "resilience": CORE,
+    "pool": CORE | {"model", "messages", "resilience"},
+    "store": CORE | {"model", "messages", "state"},
+    "events": CORE | {"model", "messages", "state", "store"},
+}
 #: The pure layers: rules without I/O, clocks or concurrency.
 PURE = ("model", "dag", "messages", "state", "handlers")
 DRIVERS = ("aiosqlite", "asyncpg", "sqlite3", "psycopg", "psycopg2")
@@ -91,6 +107,34 @@ def test_every_part_of_the_package_has_a_layer() -> None:
     """Each top-level module and folder of the package is placed in the layer table."""
     unplaced = sorted({part_of(parts) for parts, _ in modules()} - set(RANK))
     assert [] == unplaced
+
+
+def test_the_lower_parts_import_only_what_the_house_table_allows() -> None:
+    """Below the cluster, each part imports only the parts its row of the table names (not just any lower layer)."""
+    outside = []
+    for parts, path in modules():
+        here = part_of(parts)
+        if here not in ALLOWED:
+            continue
+        for line, name in imports(parts, path):
+            target = package_target(name)
+            if target is None:
+                continue
+            there = part_of(target)
+            if there != here and there not in ALLOWED[here]:
+                outside.append(f"{'/'.join(parts)}.py:{line} imports {there}")
+    assert [] == outside
+
+
+def test_every_import_of_the_package_names_a_placed_part() -> None:
+    """An import of the package names a module or folder the layer table places (none slips past the rule)."""
+    unknown = []
+    for parts, path in modules():
+        for line, name in imports(parts, path):
+            target = package_target(name)
+            if target is not None and part_of(target) not in RANK:
+                unknown.append(f"{'/'.join(parts)}.py:{line} imports {name}")
+    assert [] == unknown
 
 
 def test_no_layer_imports_a_higher_one() -> None:

@@ -76,6 +76,7 @@ EXPECTED_ALL = (
     "EncodingError",
     "CronError",
     "InvalidTransitionError",
+    "ConfigurationError",
     "InvalidIdError",
     "RegistrationError",
     "EngineStateError",

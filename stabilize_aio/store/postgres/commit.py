@@ -20,7 +20,7 @@ import anyio
 
 from ... import _faults
 from ..._errors import ConcurrencyError, DataError, StoreError
-from ...state.commit import Transition
+from ...state.commit import Commit
 from ..decode import encode_row as _enc
 from ..protocol import Op
 from ..queries import queries
@@ -56,7 +56,7 @@ def _guarded(op: Op) -> bool:
     and the owner may have consumed that row in between: written twice, it would
     be delivered twice.
     """
-    if not isinstance(op, Transition):
+    if not isinstance(op, Commit):
         return True  # a NewWorkflow
     return op.workflow is not None or bool(op.stages) or bool(op.consumed) or bool(op.events)
 
@@ -78,6 +78,16 @@ class WriterConnection:
         self.attempts = attempts
         self.conn: Any = None  # asyncpg.Connection, used by the writer task only
         self.reconnects = 0
+
+    def attach(self, conn: Any) -> Any:
+        """Use ``conn`` (opened by the store) as the writer's connection; returns it."""
+        self.conn = conn
+        return conn
+
+    def detach(self) -> Any:
+        """Stop using the connection and hand it back (None if there was none) for the store to close."""
+        conn, self.conn = self.conn, None
+        return conn
 
     @property
     def pid(self) -> int | None:

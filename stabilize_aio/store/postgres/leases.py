@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..._errors import LeaseLostError
-from ...state.commit import Transition
+from ...state.commit import Commit
 from ..protocol import Op
 from ..queries import queries
 from ..shards import shard_of
@@ -96,7 +96,7 @@ class Leases:
         fence = self.fence
         if fence is None:
             return None
-        shards = {shard_of(op.workflow_id) for op in ops if isinstance(op, Transition) and _changes_state(op)}
+        shards = {shard_of(op.workflow_id) for op in ops if isinstance(op, Commit) and _changes_state(op)}
         if not shards:
             return None
         missing = shards - fence.keys()
@@ -118,6 +118,6 @@ class Leases:
             raise LeaseLostError(f"{self.owner!r} lost the leases of shards {sorted(lost)}", shards=frozenset(lost))
 
 
-def _changes_state(op: Transition) -> bool:
+def _changes_state(op: Commit) -> bool:
     """Whether a turn needs its shard's lease: it changes the workflow or stages, or consumes rows."""
     return op.workflow is not None or bool(op.stages) or bool(op.consumed)

@@ -96,6 +96,10 @@ class Listener:
         self._lost = anyio.Event()
         self._closed = False
 
+    def replace_callbacks(self, callbacks: dict[str, Callable[[str], None]]) -> None:
+        """A second ``listen()``: notifications go to these callbacks from now on (same channels)."""
+        self.callbacks = callbacks
+
     def __repr__(self) -> str:
         return f"<Listener {self._display!r} channels={sorted(self.callbacks)} pid={self.pid}>"
 

@@ -227,6 +227,7 @@ UPDATE schedules SET next_at = $1 WHERE name = $2 AND next_at = $3 RETURNING nam
 -- name: delete_finished
 WITH old AS (SELECT id FROM workflows WHERE ended_at IS NOT NULL AND ended_at < $1 LIMIT $2),
 e AS (DELETE FROM events WHERE workflow_id IN (SELECT id FROM old)),
+o AS (DELETE FROM outbox WHERE workflow_id IN (SELECT id FROM old)),
 s AS (DELETE FROM stages WHERE workflow_id IN (SELECT id FROM old))
 DELETE FROM workflows WHERE id IN (SELECT id FROM old) RETURNING id
 

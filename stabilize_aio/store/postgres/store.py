@@ -117,7 +117,7 @@ class PostgresStore(WritesThroughGroupWriter):
     async def open(self) -> None:
         """Connect and check the schema; raise a StoreError subclass if it is missing, older, newer or foreign."""
         try:
-            conn = self._write_conn.conn = await retrying(self.attempts)(self._target.connect)
+            conn = self._write_conn.attach(await retrying(self.attempts)(self._target.connect))
             version = await schema_version(conn, self._target.display)
             if version < SCHEMA_VERSION:
                 found = "has no stabilize_aio schema" if version == 0 else f"is at schema version {version}"
@@ -135,8 +135,8 @@ class PostgresStore(WritesThroughGroupWriter):
 
     async def close(self) -> None:
         """Close the LISTEN connection, the reader pool and the writer connection (idempotent)."""
-        pool, writer, listener = self._pool, self._write_conn.conn, self._listener
-        self._pool = self._write_conn.conn = self._listener = None
+        pool, writer, listener = self._pool, self._write_conn.detach(), self._listener
+        self._pool = self._listener = None
         self._listening = anyio.Event()
         if listener is not None:
             await listener.close()
@@ -236,7 +236,7 @@ class PostgresStore(WritesThroughGroupWriter):
         callbacks = {self.wake_channel: on_wake, self.done_channel: on_done}
         callbacks[self.members_channel] = on_members or _ignore
         if self._listener is not None:
-            self._listener.callbacks = callbacks
+            self._listener.replace_callbacks(callbacks)
             return
         listener = Listener(
             self._target.connect,

@@ -158,6 +158,9 @@ SELECT id FROM workflows WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?
 -- name: delete_events_of
 DELETE FROM events WHERE workflow_id IN (SELECT value FROM json_each(?))
 
+-- name: delete_outbox_of
+DELETE FROM outbox WHERE workflow_id IN (SELECT value FROM json_each(?))
+
 -- name: delete_stages_of
 DELETE FROM stages WHERE workflow_id IN (SELECT value FROM json_each(?))
 

@@ -29,7 +29,7 @@ from typing import Any
 import aiosqlite
 
 from ... import _faults
-from ..._errors import ConcurrencyError, CorruptDatabaseError, StoreError
+from ..._errors import ConcurrencyError, ConfigurationError, CorruptDatabaseError, StoreError
 from ...model.records import WorkflowRecord
 from ...model.status import WorkflowStatus
 from ...model.values import Event
@@ -62,7 +62,7 @@ class SqliteStore(WritesThroughGroupWriter):
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+            raise ConfigurationError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.synchronous = synchronous.upper()
         self.writer = GroupWriter(self)
         self.outbox_reads = 0
@@ -179,7 +179,7 @@ class SqliteStore(WritesThroughGroupWriter):
                 ids = [str(r[0]) for r in await conn.execute_fetchall(SQL["finished_before"], (ended_before, limit))]
                 if ids:
                     listed = (json.dumps(ids),)
-                    for name in ("delete_events_of", "delete_stages_of", "delete_workflows_of"):
+                    for name in ("delete_events_of", "delete_outbox_of", "delete_stages_of", "delete_workflows_of"):
                         await conn.execute(SQL[name], listed)
             return len(ids)
 
@@ -258,6 +258,6 @@ class SqliteStore(WritesThroughGroupWriter):
         return [decode_workflow_row(str(r[0]), r[1:])[0] for r in rows]
 
     async def table_counts(self) -> dict[str, int]:
-        """Row counts per table (for tests and the CLI)."""
+        """Row counts per table (a quick look for operators; tests check with it that nothing half-written stayed)."""
         (counts,) = await self._fetch("table_counts")
         return dict(zip(("workflows", "stages", "outbox", "events"), (int(n) for n in counts), strict=True))
