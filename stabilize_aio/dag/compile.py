@@ -56,6 +56,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
             complete_other_branches_then_fail=s.complete_other_branches_then_fail,
             timeout=s.timeout,
             stage_timeout=s.stage_timeout,
+            enabled=s.enabled,
         )
         for i, s in enumerate(workflow.stages)
     ]

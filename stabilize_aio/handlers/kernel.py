@@ -13,10 +13,12 @@ Two plug-in points, where the next issues add kinds without touching the rest:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 from ..dag.joins import join_of
 from ..messages.durable import RunTask, StageTimeout
+from ..model.conditions import Condition, ConditionError, parse
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
@@ -36,8 +38,15 @@ def begin(turn: Turn) -> None:
 
 
 def start_stage(turn: Turn, i: int) -> None:
-    """Start stage ``i``: its stage timer, its first task (or, without tasks, its success)."""
+    """Start stage ``i``: its stage timer, its first task (or, without tasks, its success).
+
+    A stage with ``enabled`` is first asked its condition over its context: false
+    skips it (SKIPPED, which lets its downstream go on); a condition that cannot
+    be evaluated fails it with the condition's error.
+    """
     spec = turn.spec(i)
+    if spec.enabled is not None and not _enabled(turn, i, spec.enabled):
+        return
     run = turn.run(i)
     timer_id = None
     if spec.stage_timeout is not None:
@@ -82,6 +91,27 @@ TASKS = TaskStage()
 def kind_of(spec: StageSpec) -> StageKind:
     """The kind of a stage (the plug-in point for the stage kinds a stage declares)."""
     return TASKS
+
+
+def _enabled(turn: Turn, i: int, source: str) -> bool:
+    """Whether stage ``i`` runs; if not, it is ended here (SKIPPED, or failed by a condition that raised)."""
+    spec = turn.spec(i)
+    try:
+        if condition(source, spec.ref_id).evaluate(turn.stage_context(i)):
+            return True
+    except ConditionError as exc:
+        turn.set_stage(i, S.RUNNING, started_at=turn.now)
+        error = ErrorInfo.capped("ConditionError", str(exc), attempt=1, transient=False)
+        complete_stage(turn, i, spec.failure_status(), error)
+        return False
+    complete_stage(turn, i, S.SKIPPED)
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def condition(source: str, stage: str) -> Condition:
+    """A parsed condition (parsed once per expression and stage: parsing is the costly part)."""
+    return parse(source, stage=stage)
 
 
 def emit_run(turn: Turn, i: int, *, deliver_at: float | None) -> None:

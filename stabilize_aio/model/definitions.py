@@ -23,6 +23,7 @@ from .._errors import (
     UnknownRequisiteError,
 )
 from .._ids import check_id
+from .conditions import parse
 from .status import WorkflowStatus
 
 
@@ -51,6 +52,7 @@ class Stage:
         "complete_other_branches_then_fail",
         "context",
         "continue_on_failure",
+        "enabled",
         "fail_workflow",
         "name",
         "ref_id",
@@ -74,6 +76,7 @@ class Stage:
         complete_other_branches_then_fail: bool = False,
         timeout: float | None = None,
         stage_timeout: float | None = None,
+        enabled: str | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -93,6 +96,8 @@ class Stage:
             if value is not None and not value > 0:
                 raise DefinitionError(f"stage {ref_id!r}: {label} must be > 0", stage=ref_id)
         ctx = plain(dict(context or {}), what="context", stage=ref_id)
+        if enabled is not None:
+            parse(enabled, stage=ref_id, what="enabled")  # refused here if it does not parse
         self.ref_id = ref_id
         self.tasks: tuple[str, ...] = names
         self.context: dict[str, Any] = ctx
@@ -103,6 +108,8 @@ class Stage:
         self.complete_other_branches_then_fail = complete_other_branches_then_fail
         self.timeout = timeout
         self.stage_timeout = stage_timeout
+        #: A condition over the stage's context, evaluated when it becomes ready: false skips it (SKIPPED).
+        self.enabled = enabled
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"

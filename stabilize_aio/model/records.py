@@ -32,6 +32,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     complete_other_branches_then_fail: bool = False
     timeout: float | None = None
     stage_timeout: float | None = None
+    enabled: str | None = None  # a condition (model/conditions.py): false when ready -> SKIPPED
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""

@@ -47,6 +47,10 @@ class Turn:
     def spec(self, i: int) -> StageSpec:
         return self.state.specs[i]
 
+    def stage_context(self, i: int) -> dict[str, Any]:
+        """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
+        return self.state.stage_context(i, self.run, self.record.inputs)
+
     def outstanding(self, i: int) -> int:
         v = self._outstanding.get(i)
         return v if v is not None else self.state.outstanding[i]
