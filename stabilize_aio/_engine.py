@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -22,7 +23,6 @@ from ._config import DEFAULT_URL, EngineConfig
 from ._errors import (
     ConcurrencyError,
     EngineStateError,
-    RegistrationError,
 )
 from ._ids import check_id
 from ._lifecycle import Life, Lifecycle
@@ -31,10 +31,11 @@ from .cluster.leader import LeaderServices
 from .cluster.schedules import ScheduleInfo, Schedules
 from .dag.compile import check_definition, compile_workflow
 from .model.definitions import Workflow
+from .model.reducers import Reducer
 from .model.status import WorkflowStatus
 from .model.values import Event
 from .model.views import WorkflowSummary, WorkflowView
-from .pool.registry import TaskDefinition, TaskOptionArgs, make_definition
+from .pool.registry import Registry, TaskOptionArgs, registering
 from .resilience.breaker import CircuitBreaker
 from .runtime.commands import cancel_command, signal_command
 from .runtime.parts import Runtime
@@ -47,6 +48,7 @@ __all__ = ("Engine",)
 
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=Reducer)
 
 
 class Engine:
@@ -82,9 +84,9 @@ class Engine:
         self.url = url
         self._store = store if store is not None else store_from_url(url)
         self._clock = clock if clock is not None else SYSTEM_CLOCK
-        self._definitions: dict[str, TaskDefinition] = {}
+        self._registry = Registry()
         self._life = Lifecycle()
-        self._runtime = Runtime(self._store, self.config, self._clock, self._definitions, self.get)
+        self._runtime = Runtime(self._store, self.config, self._clock, self._registry, self.get)
         self._schedules = Schedules(self._store, self._clock)
         runtime = self._runtime
         self._leader = LeaderServices(
@@ -93,17 +95,12 @@ class Engine:
         )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"<Engine {redact_url(self.url)!r} {self._life.life.value} tasks={sorted(self._definitions)}>"
+        return f"<Engine {redact_url(self.url)!r} {self._life.life.value} tasks={sorted(self._registry.definitions)}>"
 
     # registration ------------------------------------------------------------
     def task(self, name: str, **options: Unpack[TaskOptionArgs]) -> Callable[[F], F]:
         """Register the decorated ``async def`` (or plain ``def``) as task type ``name`` (options: :meth:`register`)."""
-
-        def decorate(fn: F) -> F:
-            self.register(name, fn, **options)
-            return fn
-
-        return decorate
+        return registering(functools.partial(self.register, name, **options))
 
     def register(self, name: str, task: Any, **options: Unpack[TaskOptionArgs]) -> None:
         """Register a function, a :class:`Task` instance or a Task class as task type ``name``.
@@ -114,11 +111,11 @@ class Engine:
         Raises:
             RegistrationError: after start, a duplicate name, or bad options.
         """
-        if self._life.life is not Life.CREATED:
-            raise RegistrationError(f"task {name!r}: register tasks before the engine starts")
-        if name in self._definitions:
-            raise RegistrationError(f"task {name!r} is already registered")
-        self._definitions[name] = make_definition(name, task, **options)
+        self._registry.add_task(name, task, **options)
+
+    def reducer(self, name: str) -> Callable[[R], R]:
+        """Register the decorated ``fn(values: list) -> value`` as output reducer ``name`` (before start)."""
+        return registering(functools.partial(self._registry.add_reducer, name))
 
     # lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -138,6 +135,7 @@ class Engine:
             StoreError: the database is locked by another engine, corrupt, foreign or too new.
         """
         self._life.starting()
+        self._registry.close()
         try:
             await self._store.open()
         except BaseException:
@@ -201,8 +199,9 @@ class Engine:
         return WorkflowRun(self, await runtime.start_run(template, specs, workflow_id))
 
     def _check(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-        registered = None if self.config.client else self._definitions
-        return check_definition(workflow, context, registered=registered, what=what)
+        registry = self._registry
+        registered = None if self.config.client else registry.definitions
+        return check_definition(workflow, context, registered=registered, reducers=registry.reducers, what=what)
 
     async def schedule(
         self,

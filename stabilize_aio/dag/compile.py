@@ -14,12 +14,18 @@ from .._codec import plain
 from .._errors import UnknownTaskError
 from ..model.definitions import Workflow
 from ..model.records import StageSpec, WorkflowRecord
+from ..model.reducers import BUILTIN, ReducerError
 
 
 def check_definition(
-    workflow: Workflow, context: Mapping[str, Any] | None, *, registered: Collection[str] | None, what: str
+    workflow: Workflow,
+    context: Mapping[str, Any] | None,
+    *,
+    registered: Collection[str] | None,
+    reducers: Collection[str] = (),
+    what: str,
 ) -> dict[str, Any]:
-    """The run's inputs, normalised; refuses unregistered task types (``registered`` None: not checked).
+    """The run's inputs, normalised; refuses unregistered task types and reducers (``registered`` None: not checked).
 
     Raises:
         TypeError: ``workflow`` is not a Workflow.
@@ -35,6 +41,13 @@ def check_definition(
                     raise UnknownTaskError(
                         f"stage {stage.ref_id!r}: task type {task!r} is not registered "
                         f"(registered: {', '.join(sorted(registered)) or 'none'})",
+                        stage=stage.ref_id,
+                    )
+            for key, name in stage.output_reducers.items():
+                if name not in BUILTIN and name not in reducers:
+                    raise ReducerError(
+                        f"stage {stage.ref_id!r}: output reducer {name!r} for {key!r} is neither built in "
+                        f"({', '.join(BUILTIN)}) nor registered ({', '.join(sorted(reducers)) or 'none'})",
                         stage=stage.ref_id,
                     )
     return plain(dict(context or {}), what="workflow context (inputs)")
@@ -57,6 +70,8 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
             timeout=s.timeout,
             stage_timeout=s.stage_timeout,
             enabled=s.enabled,
+            output_reducers=s.output_reducers,
+            reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
         )
         for i, s in enumerate(workflow.stages)
     ]

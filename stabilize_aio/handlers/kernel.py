@@ -20,6 +20,7 @@ from ..dag.joins import join_of
 from ..messages.durable import RunTask, StageTimeout
 from ..model.conditions import Condition, ConditionError, parse
 from ..model.records import LIVE, StageRun, StageSpec
+from ..model.reducers import ReducerError, reduce_outputs
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
@@ -45,6 +46,8 @@ def start_stage(turn: Turn, i: int) -> None:
     be evaluated fails it with the condition's error.
     """
     spec = turn.spec(i)
+    if spec.output_reducers and not _reduced(turn, i, spec):
+        return
     if spec.enabled is not None and not _enabled(turn, i, spec.enabled):
         return
     run = turn.run(i)
@@ -93,6 +96,26 @@ def kind_of(spec: StageSpec) -> StageKind:
     return TASKS
 
 
+def _reduced(turn: Turn, i: int, spec: StageSpec) -> bool:
+    """Reduce the requisites' outputs into the stage's context (what its tasks see); False: a reducer failed it."""
+    upstream = [turn.run(r).outputs for r in spec.reduce_from]
+    try:
+        reduced = reduce_outputs(spec.ref_id, spec.output_reducers, upstream, turn.reducers)
+    except ReducerError as exc:
+        _fail_unstarted(turn, i, "ReducerError", str(exc))
+        return False
+    if reduced:
+        turn.update_stage(i, context_update={**turn.run(i).context_update, **reduced})
+    return True
+
+
+def _fail_unstarted(turn: Turn, i: int, kind: str, message: str) -> None:
+    """Fail a stage that could not start (its condition or reducer raised): RUNNING, then its failure status."""
+    turn.set_stage(i, S.RUNNING, started_at=turn.now)
+    error = ErrorInfo.capped(kind, message, attempt=1, transient=False)
+    complete_stage(turn, i, turn.spec(i).failure_status(), error)
+
+
 def _enabled(turn: Turn, i: int, source: str) -> bool:
     """Whether stage ``i`` runs; if not, it is ended here (SKIPPED, or failed by a condition that raised)."""
     spec = turn.spec(i)
@@ -100,9 +123,7 @@ def _enabled(turn: Turn, i: int, source: str) -> bool:
         if condition(source, spec.ref_id).evaluate(turn.stage_context(i)):
             return True
     except ConditionError as exc:
-        turn.set_stage(i, S.RUNNING, started_at=turn.now)
-        error = ErrorInfo.capped("ConditionError", str(exc), attempt=1, transient=False)
-        complete_stage(turn, i, spec.failure_status(), error)
+        _fail_unstarted(turn, i, "ConditionError", str(exc))
         return False
     complete_stage(turn, i, S.SKIPPED)
     return False

@@ -55,6 +55,7 @@ class Stage:
         "enabled",
         "fail_workflow",
         "name",
+        "output_reducers",
         "ref_id",
         "requisites",
         "stage_timeout",
@@ -77,6 +78,7 @@ class Stage:
         timeout: float | None = None,
         stage_timeout: float | None = None,
         enabled: str | None = None,
+        output_reducers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -98,6 +100,15 @@ class Stage:
         ctx = plain(dict(context or {}), what="context", stage=ref_id)
         if enabled is not None:
             parse(enabled, stage=ref_id, what="enabled")  # refused here if it does not parse
+        reducers = dict(output_reducers or {})
+        for key, reducer in reducers.items():
+            if not isinstance(key, str) or not isinstance(reducer, str) or not reducer:
+                raise DefinitionError(
+                    f"stage {ref_id!r}: output_reducers maps output keys to reducer names, got {key!r}: {reducer!r}",
+                    stage=ref_id,
+                )
+        if reducers and not tuple(requisites):
+            raise DefinitionError(f"stage {ref_id!r}: output_reducers need requisites to reduce", stage=ref_id)
         self.ref_id = ref_id
         self.tasks: tuple[str, ...] = names
         self.context: dict[str, Any] = ctx
@@ -110,6 +121,8 @@ class Stage:
         self.stage_timeout = stage_timeout
         #: A condition over the stage's context, evaluated when it becomes ready: false skips it (SKIPPED).
         self.enabled = enabled
+        #: Per output key, how the requisites' values are combined (``model/reducers.py``).
+        self.output_reducers = reducers
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"

@@ -33,6 +33,8 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timeout: float | None = None
     stage_timeout: float | None = None
     enabled: str | None = None  # a condition (model/conditions.py): false when ready -> SKIPPED
+    output_reducers: dict[str, str] = {}  # output key -> reducer name (model/reducers.py)
+    reduce_from: tuple[int, ...] = ()  # the requisites whose outputs are reduced, in declared order
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypedDict, Union
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Union
 
 import msgspec
 
 from .._errors import RegistrationError
+from ..model.reducers import BUILTIN, Reducer
 from ..model.retry import RetryPolicy
 from ..resilience.breaker import CircuitBreakerPolicy
 
@@ -98,3 +99,49 @@ def make_definition(name: str, task: Any, **options: Any) -> TaskDefinition:
         raise RegistrationError(f"task {name!r}: {task!r} is neither a callable nor a Task")
     is_async = inspect.iscoroutinefunction(call)
     return TaskDefinition(name, call, is_async, opts)
+
+
+T = TypeVar("T")
+
+
+def registering(add: Callable[[T], object]) -> Callable[[T], T]:
+    """A decorator that registers what it decorates with ``add`` and returns it unchanged."""
+
+    def decorate(fn: T) -> T:
+        add(fn)
+        return fn
+
+    return decorate
+
+
+class Registry:
+    """What an engine can run: its task types and its output reducers, registered before it starts."""
+
+    __slots__ = ("_closed", "definitions", "reducers")
+
+    def __init__(self) -> None:
+        self.definitions: dict[str, TaskDefinition] = {}
+        self.reducers: dict[str, Reducer] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """The engine starts: nothing more is registered."""
+        self._closed = True
+
+    def add_task(self, name: str, task: Any, **options: Any) -> None:
+        """Register task type ``name`` (RegistrationError: after start, a duplicate, bad options)."""
+        if self._closed:
+            raise RegistrationError(f"task {name!r}: register tasks before the engine starts")
+        if name in self.definitions:
+            raise RegistrationError(f"task {name!r} is already registered")
+        self.definitions[name] = make_definition(name, task, **options)
+
+    def add_reducer(self, name: str, fn: Reducer) -> None:
+        """Register output reducer ``name`` (RegistrationError: after start, a duplicate or built-in name)."""
+        if self._closed:
+            raise RegistrationError(f"reducer {name!r}: register reducers before the engine starts")
+        if name in self.reducers or name in BUILTIN:
+            raise RegistrationError(f"reducer {name!r} is already registered (or built in)")
+        if not isinstance(name, str) or not name or not callable(fn):
+            raise RegistrationError(f"reducer {name!r}: a non-empty name and a callable `fn(values: list)`")
+        self.reducers[name] = fn

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,7 @@ from .. import _faults, handlers
 from .._errors import ConcurrencyError, DataError, LeaseLostError
 from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout
 from ..messages.memory import FailWorkflow, Message, Undecodable
+from ..model.reducers import Reducer
 from ..model.values import ErrorInfo, QuarantineRow
 from ..state.commit import Commit, Effects
 from ..state.turn import Turn
@@ -65,6 +66,7 @@ class Host(Protocol):
     effects: AfterCommit
     clock: Callable[[], float]
     batch: int
+    reducers: Mapping[str, Reducer]
 
     def counted(self, *, turns: int = 0, messages: int = 0, reloads: int = 0, duplicates: int = 0) -> None: ...
 
@@ -186,7 +188,7 @@ class WorkflowActor:
     # turns -------------------------------------------------------------------
     def _fold(self, state: WorkflowState, batch: Sequence[Message], *, start: bool = False) -> Turn:
         """The one place a turn starts: fold ``batch`` (after the run's start, if ``start``) into a new turn."""
-        turn = Turn(state, self.host.clock())
+        turn = Turn(state, self.host.clock(), self.host.reducers)
         if start:
             handlers.begin(turn)
         for message in batch:

@@ -17,7 +17,7 @@ of bounded queues can deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,6 +26,7 @@ import msgspec
 
 from ..messages.durable import Durable
 from ..messages.memory import Message, TaskDone
+from ..model.reducers import BUILTIN, Reducer
 from ..pool.pool import Job, TaskPool
 from ..state.workflow import WorkflowState
 from .actor import WorkflowActor
@@ -66,6 +67,7 @@ class Dispatcher:
         owns: Callable[[str], bool] = lambda workflow_id: True,
         clock: Callable[[], float],
         batch: int = 256,
+        reducers: Mapping[str, Reducer] = BUILTIN,
     ) -> None:
         self.store = store
         self._tg = tg
@@ -73,6 +75,7 @@ class Dispatcher:
         self._owns = owns
         self.clock = clock
         self.batch = batch
+        self.reducers = reducers  # the output reducers a join stage may name (built in + registered)
         self.actors: dict[str, WorkflowActor] = {}
         self.activations = self.passivations = self.turns = self.messages = self.reloads = 0
         self.duplicates = 0  # durable messages dropped by id before they were applied

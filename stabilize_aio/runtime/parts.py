@@ -16,7 +16,6 @@ parts talk through callables and small protocols, never through the engine:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import anyio
 import anyio.abc
@@ -29,10 +28,11 @@ from .._ids import new_id
 from ..cluster.membership import LeaseKeeper, SoleOwner
 from ..messages.durable import Durable
 from ..model.records import StageRun, StageSpec, WorkflowRecord
+from ..model.reducers import BUILTIN
 from ..model.values import Event
 from ..model.views import WorkflowView
 from ..pool.pool import TaskPool
-from ..pool.registry import TaskDefinition
+from ..pool.registry import Registry
 from ..resilience.breaker import CircuitBreaker
 from ..state.commit import Commit
 from ..state.workflow import WorkflowState
@@ -57,13 +57,13 @@ class Runtime:
         store: Store,
         config: EngineConfig,
         clock: Clock,
-        definitions: Mapping[str, TaskDefinition],
+        registry: Registry,
         get: GetView,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
-        self._definitions = definitions
+        self._registry = registry
         self.running = False  # accepting work from other processes (set by start, cleared by shutdown)
         self.membership: SoleOwner | LeaseKeeper = SoleOwner()
         self.dispatcher: Dispatcher | None = None
@@ -88,9 +88,10 @@ class Runtime:
         dispatcher = self.dispatcher = Dispatcher(
             store=store, tg=tg, pools=self.pools, schedule=self.timers.add, on_finished=self._finished,
             owns=self.membership.owns, clock=self.clock.time, batch=config.batch,
+            reducers={**BUILTIN, **self._registry.reducers},
         )  # fmt: skip
         threads = anyio.CapacityLimiter(config.thread_limit)
-        for name, definition in self._definitions.items():
+        for name, definition in self._registry.definitions.items():
             self.pools[name] = TaskPool(
                 definition, tg, dispatcher.task_finished, self.refiller.request, threads, clock=self.clock
             )

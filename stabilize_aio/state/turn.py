@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -10,6 +10,7 @@ import msgspec
 from ..messages.durable import Durable, RunTask
 from ..model.events import EventKind
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
+from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
 from .commit import Commit, Effects
@@ -23,11 +24,13 @@ class Turn:
     :attr:`commit` (what the store sees) and :attr:`effects` (what happens after it).
     """
 
-    __slots__ = ("_active", "_outstanding", "_record", "_runs", "commit", "effects", "now", "state")
+    __slots__ = ("_active", "_outstanding", "_record", "_runs", "commit", "effects", "now", "reducers", "state")
 
-    def __init__(self, state: WorkflowState, now: float) -> None:
+    def __init__(self, state: WorkflowState, now: float, reducers: Mapping[str, Reducer] = BUILTIN) -> None:
         self.state = state
         self.now = now
+        #: The output reducers a join stage may name: the built-in ones and the engine's registered ones.
+        self.reducers = reducers
         self.commit = Commit(workflow_id=state.record.id)
         self.effects = Effects()
         self._runs: dict[int, StageRun] = {}
