@@ -155,7 +155,19 @@ def test_no_layer_imports_a_higher_one() -> None:
 @pytest.mark.parametrize("layer", PURE)
 def test_pure_layers_do_no_io_and_keep_no_time(layer: str) -> None:
     """The rules (model, dag, messages, state, handlers) import no anyio, no store, no clock, no randomness."""
-    banned = ("anyio", "asyncio", "time", "random", "secrets", "socket", *DRIVERS)
+    banned = (
+        "anyio",
+        "asyncio",
+        "time",
+        "datetime",
+        "random",
+        "secrets",
+        "socket",
+        "os",
+        "threading",
+        "uuid",
+        *DRIVERS,
+    )
     offenders = []
     for parts, path in modules():
         if part_of(parts) != layer:
