@@ -45,6 +45,8 @@ def start_stage(turn: Turn, i: int) -> None:
     skips it (SKIPPED, which lets its downstream go on); a condition that cannot
     be evaluated fails it with the condition's error.
     """
+    if turn.record.status is not S.RUNNING:
+        return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
     if spec.output_reducers and not _reduced(turn, i, spec):
         return

@@ -95,3 +95,21 @@ def test_a_condition_that_does_not_parse_fails_at_the_door_naming_the_stage() ->
     assert "notify" == caught.value.stage
     with pytest.raises(DefinitionError, match="does not parse"):
         Stage("notify", "mail", enabled="tier ==")
+
+
+async def test_a_condition_that_halts_the_run_starts_none_of_the_stages_after_it(db_url: str) -> None:
+    """Roots b (broken condition, TERMINAL) and c (after it): c never starts, the run ends TERMINAL, nothing runs."""
+    calls: list[str] = []
+    engine = engine_with_tasks(db_url, calls)
+    workflow = Workflow(
+        application="t",
+        name="w",
+        stages=[Stage("a", "mail"), Stage("b", "mail", enabled="missing == 1"), Stage("c", "mail")],
+    )
+    async with engine:
+        run = await engine.submit(workflow)
+        view = await run.wait(timeout=10)
+        await engine.wait_idle()
+        pending = await engine.store.pending_for(run.workflow_id)
+    assert (S.TERMINAL, [S.CANCELED, S.TERMINAL, S.NOT_STARTED]) == (view.status, [s.status for s in view.stages])
+    assert ([], []) == (calls, pending)
