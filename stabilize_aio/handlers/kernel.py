@@ -114,6 +114,7 @@ def _reduced(turn: Turn, i: int, spec: StageSpec) -> bool:
 def _fail_unstarted(turn: Turn, i: int, kind: str, message: str) -> None:
     """Fail a stage that could not start (its condition or reducer raised): RUNNING, then its failure status."""
     turn.set_stage(i, S.RUNNING, started_at=turn.now)
+    turn.record_event("stage.started", f"stage.started:{i}:{turn.run(i).generation}", stage=i, status=S.RUNNING)
     error = ErrorInfo.capped(kind, message, attempt=1, transient=False)
     complete_stage(turn, i, turn.spec(i).failure_status(), error)
 
@@ -201,9 +202,21 @@ def complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo 
 
 
 def maybe_complete(turn: Turn) -> None:
-    """Complete the workflow once no stage runs (nothing else can start then)."""
+    """Complete the workflow once no stage runs and none is about to start.
+
+    A stage ready but not started yet (a root the start turn has not reached, a
+    child later in the loop that starts its siblings) will start in this same
+    turn: a stage that ended at once (no task, a false condition) must not
+    complete the run before it.
+    """
     if turn.active or turn.record.status is not S.RUNNING:
         return
+    state = turn.state
+    for i, run in turn.runs():
+        if run.status is S.NOT_STARTED:
+            spec = state.specs[i]
+            if join_of(spec).ready(requisites=len(spec.requisites), outstanding=turn.outstanding(i)):
+                return
     statuses = [run.status for _, run in turn.runs()]
     if S.TERMINAL in statuses:
         final = S.TERMINAL

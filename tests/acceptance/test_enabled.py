@@ -113,3 +113,18 @@ async def test_a_condition_that_halts_the_run_starts_none_of_the_stages_after_it
         pending = await engine.store.pending_for(run.workflow_id)
     assert (S.TERMINAL, [S.CANCELED, S.TERMINAL, S.NOT_STARTED]) == (view.status, [s.status for s in view.stages])
     assert ([], []) == (calls, pending)
+
+
+async def test_a_stage_that_ends_at_once_does_not_complete_the_run_before_its_siblings_start(db_url: str) -> None:
+    """A taskless root, or one skipped by its condition, before another root: the run waits for that root's task."""
+    calls: list[str] = []
+    engine = engine_with_tasks(db_url, calls)
+    workflow = Workflow(
+        application="t",
+        name="w",
+        stages=[Stage("noop"), Stage("off", "mail", enabled="false"), Stage("work", "mail")],
+    )
+    async with engine:
+        view = await (await engine.submit(workflow)).wait(timeout=10)
+    assert (S.SUCCEEDED, [S.SUCCEEDED, S.SKIPPED, S.SUCCEEDED]) == (view.status, [s.status for s in view.stages])
+    assert ["work"] == calls

@@ -11,7 +11,10 @@ reference), not from the engine's code:
   policy's ``max_attempts``; ``running`` polls do not count as attempts;
 * TERMINAL halts the workflow at once and cancels the stages still running;
 * otherwise the workflow completes when nothing runs: TERMINAL if a STOPPED stage has
-  ``complete_other_branches_then_fail``, else SUCCEEDED.
+  ``complete_other_branches_then_fail``, else SUCCEEDED;
+* a stage with a condition (``enabled``) is asked it when it becomes ready: false ends it
+  SKIPPED at once (no call; SKIPPED can continue), one that cannot be evaluated fails it at
+  once with its failure status; both happen in the turn that made it ready.
 
 Two layers check the engine against it: the pure handlers, driven by a deterministic
 single-threaded executor (every task call takes one tick of a fake clock, calls ending in the
@@ -104,9 +107,12 @@ class StageScript:
     continue_on_failure: bool
     fail_workflow: bool
     complete_other_branches_then_fail: bool
+    gate: str = "none"  # its condition: none, yes (true), no (false), broken (cannot be evaluated)
 
 
 Script = tuple[StageScript, ...]
+GATES = ("none", "none", "none", "yes", "no", "broken")
+CONDITION = {"none": None, "yes": "go == true", "no": "go == true", "broken": "missing.name == 1"}
 
 
 @st.composite
@@ -131,6 +137,7 @@ def scripts(draw: st.DrawFn, max_stages: int = 8) -> Script:
                 continue_on_failure=draw(st.booleans()),
                 fail_workflow=draw(st.booleans()),
                 complete_other_branches_then_fail=draw(st.booleans()),
+                gate=draw(st.sampled_from(GATES)),
             )
         )
     return tuple(stages)
@@ -150,7 +157,8 @@ def build(script: Script) -> Workflow:
             Stage(
                 ref(i),
                 tasks=[t.task_type for t in stage.tasks],
-                context={"script": [[t.kind, t.n] for t in stage.tasks]},
+                context={"script": [[t.kind, t.n] for t in stage.tasks], "go": stage.gate == "yes"},
+                enabled=CONDITION[stage.gate],
                 requisites=[ref(r) for r in stage.requisites],
                 continue_on_failure=stage.continue_on_failure,
                 fail_workflow=stage.fail_workflow,
@@ -175,6 +183,10 @@ def failure_status(stage: StageScript) -> WorkflowStatus:
 
 def run_alone(stage: StageScript) -> tuple[WorkflowStatus, int]:
     """The status a started stage ends in if nothing halts it, and how many task calls it makes."""
+    if stage.gate == "no":
+        return S.SKIPPED, 0
+    if stage.gate == "broken":
+        return failure_status(stage), 0
     calls = 0
     failed_continue = False
     for task in stage.tasks:
@@ -194,9 +206,12 @@ def run_alone(stage: StageScript) -> tuple[WorkflowStatus, int]:
     return (S.FAILED_CONTINUE if failed_continue else S.SUCCEEDED), calls
 
 
-#: When something happens in the deterministic executor: (tick, stage index); ticks first,
-#: then stages in index order. (0, -1) is the start of the workflow.
-Key = tuple[int, int]
+#: When something happens in the deterministic executor, ordered as tuples: a result turn is
+#: (tick, stage index) (ticks first, then stages in index order; (0, -1) is the start turn).
+#: Within a turn, a stage started (and, without a call, ended) by it adds its index: the
+#: kernel starts children in index order, depth first, so ``(t, r, c)`` and ``(t, r, c, d)``
+#: order what one turn does exactly as the engine does it.
+Key = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -234,11 +249,11 @@ def predict(script: Script) -> Prediction:
             started.append(None)
             ended.append(None)
             continue
-        start = max((k for r in reqs if (k := ended[r]) is not None), default=(0, -1))
+        start = (*max((k for r in reqs if (k := ended[r]) is not None), default=(0, -1)), i)
         status, calls = run_alone(stage)
         alone.append(status)
         started.append(start)
-        ended.append((start[0] + calls, i))
+        ended.append(start if calls == 0 else (start[0] + calls, i))
     halt = min((k for i, k in enumerate(ended) if k is not None and alone[i] is S.TERMINAL), default=None)
     stages = [settle(alone[i], started[i], ended[i], halt) for i in range(len(script))]
     stopped_fails = any(s is S.STOPPED and script[i].complete_other_branches_then_fail for i, s in enumerate(stages))
@@ -281,9 +296,19 @@ def check_history(script: Script, statuses: tuple[WorkflowStatus, ...], events: 
     """Each stage started once, after all its requisites completed in a continuable status."""
     index = {ref(i): i for i in range(len(script))}
     started: list[int] = []
+    skipped: list[int] = []
     completed: dict[int, WorkflowStatus] = {}
     for entry in events:
-        if entry.kind == "stage.started":
+        if entry.kind == "stage.skipped":  # its condition was false when it became ready: it never started
+            assert entry.stage is not None
+            i = index[entry.stage]
+            assert i not in started, f"stage {i} skipped after it started"
+            waiting = [r for r in script[i].requisites if completed.get(r) not in CAN_CONTINUE]
+            assert [] == waiting, f"stage {i} skipped before its requisites {waiting} completed"
+            assert "no" == script[i].gate, f"stage {i} skipped without a false condition"
+            skipped.append(i)
+            completed[i] = S.SKIPPED
+        elif entry.kind == "stage.started":
             assert entry.stage is not None
             i = index[entry.stage]
             assert i not in started, f"stage {i} started twice"
@@ -296,7 +321,7 @@ def check_history(script: Script, statuses: tuple[WorkflowStatus, ...], events: 
             assert i not in completed, f"stage {i} completed twice"
             assert entry.status is not None
             completed[i] = S(entry.status)
-    assert {i for i, s in enumerate(statuses) if s is not S.NOT_STARTED} == set(started)
+    assert {i for i, s in enumerate(statuses) if s is not S.NOT_STARTED} == set(started) | set(skipped)
     assert {i: statuses[i] for i in completed} == completed
     assert ["workflow.completed"] == [e.kind for e in events if e.kind == "workflow.completed"]
     assert "workflow.completed" == events[-1].kind
@@ -305,9 +330,18 @@ def check_history(script: Script, statuses: tuple[WorkflowStatus, ...], events: 
 
 
 def check_started_iff_requisites_continue(script: Script, statuses: tuple[WorkflowStatus, ...]) -> None:
-    """A stage started exactly when every requisite ended in a status that can continue."""
-    expected = [all(statuses[r] in CAN_CONTINUE for r in stage.requisites) for stage in script]
-    assert expected == [s is not S.NOT_STARTED for s in statuses]
+    """A stage started exactly when every requisite ended in a status that can continue.
+
+    The one exception: a condition that cannot be evaluated fails its stage TERMINAL in the
+    turn that made it ready, and the stages that turn would have started after it never start.
+    """
+    ready = [all(statuses[r] in CAN_CONTINUE for r in stage.requisites) for stage in script]
+    began = [s is not S.NOT_STARTED for s in statuses]
+    for i, (r, b) in enumerate(zip(ready, began, strict=True)):
+        assert b <= r, f"stage {i} started though a requisite cannot continue"
+        if r and not b:
+            halting = [j for j, s in enumerate(statuses) if s is S.TERMINAL and script[j].gate == "broken"]
+            assert halting, f"stage {i} was ready but never started, and no failed condition halted the run"
 
 
 def check_halted_run(
