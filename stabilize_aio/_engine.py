@@ -316,7 +316,7 @@ class Engine:
         """
         runtime = self._require_running()
         check_id(workflow_id)
-        plain(data, what="signal data", stage=stage)  # refused before the run is read
+        data = plain(data, what="signal data", stage=stage)  # refused before the run is read
         state = await runtime.state(workflow_id)
         await runtime.command(workflow_id, signal_command(state, stage, name, data))
 

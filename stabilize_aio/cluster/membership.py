@@ -76,8 +76,6 @@ class LeaseKeeper:
         on_lost: Callable[[set[int]], None],
         claims: bool = True,
     ) -> None:
-        if not 0 < heartbeat < lease:
-            raise ValueError("the heartbeat must be shorter than the lease")
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease = lease

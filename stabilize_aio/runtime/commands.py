@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from .._codec import plain
 from .._errors import DefinitionError, EngineStateError
 from ..messages.durable import CancelWorkflow, SignalStage
 from ..model.values import Signal
@@ -28,13 +27,12 @@ def cancel_command(reason: str) -> CancelWorkflow:
 
 
 def signal_command(state: WorkflowState, stage: str, name: str, data: Any) -> SignalStage:
-    """The row that signals ``stage`` of the run in ``state``.
+    """The row that signals ``stage`` of the run in ``state`` (``data`` already normalised by ``plain``).
 
     Raises:
-        DefinitionError: the run has no stage ``stage``, or ``data`` cannot be encoded.
+        DefinitionError: the run has no stage ``stage``.
         EngineStateError: the run has finished.
     """
-    data = plain(data, what="signal data", stage=stage)
     workflow_id = state.record.id
     try:
         index = state.stage_index(stage)
