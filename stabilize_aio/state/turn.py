@@ -52,7 +52,7 @@ class Turn:
 
     def stage_context(self, i: int) -> dict[str, Any]:
         """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
-        return self.state.stage_context(i, self.run, self.record.inputs)
+        return self.state.stage_context(i, self.run)
 
     def outstanding(self, i: int) -> int:
         v = self._outstanding.get(i)

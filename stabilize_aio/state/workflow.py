@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
@@ -43,18 +43,16 @@ class WorkflowState:
                 for c in self.children[i]:
                     self.outstanding[c] -= 1
 
-    def stage_context(
-        self, index: int, run_of: Callable[[int], StageRun] | None = None, inputs: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.
 
         Layers, later winning: the run's inputs, the outputs of all transitive
         ancestors in declaration order, the stage's own context, the outputs of
         its earlier tasks, and the context updates its tasks returned. A turn
-        passes ``run_of`` (and ``inputs``) to read through its overlay.
+        passes ``run_of`` to read the stage runs through its overlay (inputs never change).
         """
         runs = self.runs.__getitem__ if run_of is None else run_of
-        ctx = dict(self.record.inputs if inputs is None else inputs)
+        ctx = dict(self.record.inputs)
         for a in self.ancestors(index):
             ctx.update(runs(a).outputs)
         run = runs(index)
