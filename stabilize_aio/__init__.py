@@ -36,6 +36,8 @@ from .model.definitions import Stage as Stage
 from .model.definitions import TaskResult as TaskResult
 from .model.definitions import Workflow as Workflow
 from .model.retry import RetryPolicy as RetryPolicy
+from .model.routing import JoinType as JoinType
+from .model.routing import SplitType as SplitType
 from .model.status import WorkflowStatus as WorkflowStatus
 from .model.values import ErrorInfo as ErrorInfo
 from .model.values import Event as Event
@@ -63,6 +65,8 @@ __all__ = (
     "Task",
     "TaskOptions",
     "TaskResult",
+    "JoinType",
+    "SplitType",
     "RetryPolicy",
     "CircuitBreakerPolicy",
     "CircuitState",

@@ -72,8 +72,15 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
             enabled=s.enabled,
             output_reducers=s.output_reducers,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
+            join_type=s.join_type,
+            join_threshold=s.join_threshold,
+            cancel_remaining=s.cancel_remaining,
+            split_conditions={index[down]: source for down, source in s.split_conditions.items()},
+            loop=s.loop,
         )
         for i, s in enumerate(workflow.stages)
     ]
-    record = WorkflowRecord(id="", application=workflow.application, name=workflow.name, inputs=inputs)
+    record = WorkflowRecord(
+        id="", application=workflow.application, name=workflow.name, inputs=inputs, max_jumps=workflow.max_jumps
+    )
     return record, specs

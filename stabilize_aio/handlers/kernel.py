@@ -1,14 +1,20 @@
-"""The kernel every message family builds on: start a run, start and complete stages, finish.
+"""The kernel every message family builds on: start a run, start, end and prune stages, finish.
 
 Two plug-in points, where the next issues add kinds without touching the rest:
 
-* **joins**: readiness is asked of the stage's join policy (``dag/joins.py``,
-  ``join_of(spec)``) at each arrival, from counts the state keeps in O(1): a
-  stage starts when its policy says so (today AND: no requisite outstanding);
+* **joins**: at each end of a requisite (an *arrival*) the stage's join policy
+  (``dag/joins.py``, :func:`~stabilize_aio.dag.joins.decide`) decides from
+  counts the state keeps in O(1): start, wait, prune (every edge dead) or, for
+  a partial join that can no longer be reached, fail or skip;
 * **stage kinds**: every stage starts the same way (RUNNING, its stage timer,
-  ``stage.started``), then its kind (``kind_of(spec)``) begins its work. Today
-  the one kind runs its tasks one after another (``TaskStage``); multi-instance
-  and sub-workflow stages are further kinds.
+  ``stage.started``), then its kind (``kind_of(spec)``) begins its work: its
+  tasks one after another (``TaskStage``), or a loop's control
+  (``handlers/loops.py``); multi-instance and sub-workflow stages are further kinds.
+
+A stage *pruned* by a pattern (an OR split not taking it, a join's
+``cancel_remaining``, a forward jump) ends SKIPPED with ``pruned`` set: its
+edges are dead, so its downstream is pruned in turn unless another live edge
+leads there. Pruning never halts the run.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Protocol
 
-from ..dag.joins import join_of
+from ..dag.joins import Decision, decide
 from ..messages.durable import RunTask, StageTimeout
 from ..model.conditions import Condition, ConditionError, parse
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.reducers import ReducerError, reduce_outputs
+from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
@@ -32,9 +39,11 @@ def begin(turn: Turn) -> None:
     """Start a just-submitted run: RUNNING, every root stage started (committed with the insert)."""
     turn.set_workflow(S.RUNNING, started_at=turn.now)
     turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
+    turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites:
             start_stage(turn, i)
+    turn.holds -= 1
     maybe_complete(turn)
 
 
@@ -48,6 +57,8 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
+    if spec.join_type is JoinType.MULTI_MERGE:
+        _merge_run(turn, i)
     if spec.output_reducers and not _reduced(turn, i, spec):
         return
     if spec.enabled is not None and not _enabled(turn, i, spec.enabled):
@@ -61,6 +72,8 @@ def start_stage(turn: Turn, i: int) -> None:
         )
     turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
     turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
+    if spec.cancel_remaining:
+        cancel_remaining(turn, i)
     kind_of(spec).begin(turn, i)
 
 
@@ -95,6 +108,10 @@ TASKS = TaskStage()
 
 def kind_of(spec: StageSpec) -> StageKind:
     """The kind of a stage (the plug-in point for the stage kinds a stage declares)."""
+    if spec.loop is not None:
+        from .loops import LOOP  # noqa: PLC0415 (loops are built on this kernel: it imports the kernel)
+
+        return LOOP
     return TASKS
 
 
@@ -172,51 +189,168 @@ def current(turn: Turn, run_msg: RunTask) -> StageRun | None:
     return run
 
 
-def complete_stage(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo | None = None) -> None:
-    """End stage ``i`` with ``status``; start what its end makes ready; halt or complete the run."""
+def complete_stage(
+    turn: Turn,
+    i: int,
+    status: WorkflowStatus,
+    error: ErrorInfo | None = None,
+    *,
+    pruned: str | None = None,
+    dropped: tuple[int, ...] | None = None,
+) -> None:
+    """End stage ``i`` with ``status``; decide its children's joins; halt or complete the run.
+
+    ``pruned`` (why) ends it SKIPPED by a pattern; ``dropped`` names children
+    whose edge from it is dead (a forward jump). An OR split's conditions are
+    asked here, over its context and outputs, before it ends.
+    """
     run = turn.run(i)
     if run.status is S.SUSPENDED:  # a deadline on a signal wait: the stage resumes to end (the table's way)
         run = turn.set_stage(i, S.RUNNING)
+    spec = turn.spec(i)
+    if spec.split_conditions and status is S.SUCCEEDED and dropped is None:
+        taken = _split(turn, i, spec)
+        if taken is None:  # a condition could not be evaluated: the split stage fails with its error
+            return
+        dropped = tuple(c for c in turn.state.children[i] if c not in taken)
     if run.timer_id is not None:
         turn.consume(run.timer_id)
     changes: dict[str, Any] = {"ended_at": turn.now, "run_id": None, "timer_id": None, "parked": False}
     if error is not None:
         changes["error"] = error
+    if pruned is not None:
+        changes["pruned"] = True
+    if dropped:
+        changes["dropped"] = dropped
     turn.set_stage(i, status, **changes)
     if status is S.SKIPPED:
-        turn.record_event("stage.skipped", f"stage.skipped:{i}:{run.generation}", stage=i, status=status)
+        turn.record_event(
+            "stage.skipped", f"stage.skipped:{i}:{run.generation}", stage=i, status=status, message=pruned
+        )
     else:
         turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=status)
     if status is S.TERMINAL:
         cancel_stages(turn, include_not_started=False)
         finish(turn, S.TERMINAL)
         return
-    if status.can_continue:
-        state = turn.state
-        for c in state.children[i]:
-            if turn.run(c).status is S.NOT_STARTED and join_of(state.specs[c]).ready(
-                requisites=len(state.specs[c].requisites), outstanding=turn.outstanding(c)
-            ):
-                start_stage(turn, c)
+    if spec.join_type is JoinType.MULTI_MERGE and status.can_continue and pruned is None and _merge_again(turn, i):
+        return
+    turn.holds += 1
+    for c in turn.state.children[i]:
+        if turn.run(c).status is S.NOT_STARTED:
+            arrive(turn, c)
+    turn.holds -= 1
     maybe_complete(turn)
+
+
+def arrive(turn: Turn, c: int) -> None:
+    """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
+    decision = decide(turn.spec(c), turn.counts(c))
+    if decision is Decision.WAIT:
+        return
+    if decision is Decision.START:
+        start_stage(turn, c)
+    elif decision is Decision.PRUNE:
+        prune(turn, c, "every stage before it was pruned")
+    elif decision is Decision.CLOSE:
+        _merge_close(turn, c)
+    else:
+        _unreachable(turn, c)
+
+
+def prune(turn: Turn, i: int, why: str) -> None:
+    """End stage ``i`` SKIPPED by a pattern (a running call is cancelled for real); its downstream follows."""
+    run = turn.run(i)
+    if run.status.is_complete:
+        return
+    if run.status in LIVE:
+        drop_pending(turn, i, run)
+    complete_stage(turn, i, S.SKIPPED, pruned=why)
+
+
+def cancel_remaining(turn: Turn, j: int) -> None:
+    """A partial join started: prune its requisites that have not ended, and what only they needed.
+
+    Upward, a requisite's own requisite that has not ended is pruned too once
+    every stage after it is pruned (its work would reach nothing).
+    """
+    why = f"canceled by join {turn.spec(j).ref_id!r} (cancel_remaining)"
+    stack = [r for r in turn.spec(j).requisites if not turn.run(r).status.is_complete]
+    while stack:
+        r = stack.pop()
+        if turn.run(r).status.is_complete:
+            continue
+        prune(turn, r, why)
+        for q in turn.spec(r).requisites:
+            if not turn.run(q).status.is_complete and all(turn.run(c).pruned for c in turn.state.children[q]):
+                stack.append(q)
+
+
+def _unreachable(turn: Turn, c: int) -> None:
+    """A partial join too few requisites can still reach: it fails (with fail_workflow=False: SKIPPED)."""
+    spec = turn.spec(c)
+    counts = turn.counts(c)
+    message = (
+        f"stage {spec.ref_id!r}: its {spec.join_type.value} join needs {spec.join_threshold} of "
+        f"{counts.requisites} requisites, and only {counts.arrived + counts.pending} can still arrive"
+    )
+    if not spec.fail_workflow:
+        complete_stage(turn, c, S.SKIPPED, pruned=message)
+        return
+    _fail_unstarted(turn, c, "JoinError", message)
+
+
+def _split(turn: Turn, i: int, spec: StageSpec) -> set[int] | None:
+    """The children an OR split takes (children without a condition always); None: a condition failed it."""
+    context = turn.stage_context(i)
+    taken = set(turn.state.children[i])
+    for c, source in spec.split_conditions.items():
+        try:
+            if not condition(source, spec.ref_id).evaluate(context):
+                taken.discard(c)
+        except ConditionError as exc:
+            error = ErrorInfo.capped("ConditionError", str(exc), attempt=turn.run(i).attempt, transient=False)
+            complete_stage(turn, i, spec.failure_status(), error)
+            return None
+    return taken
+
+
+def _merge_run(turn: Turn, i: int) -> None:
+    """A MULTI_MERGE join starts its next run: one per arrival, each a generation of its own."""
+    run = turn.run(i)
+    turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update={"_merge_index": run.fired + 1})
+
+
+def _merge_again(turn: Turn, i: int) -> bool:
+    """After a MULTI_MERGE run: True if more runs follow (reset, and started now if an arrival waits)."""
+    counts = turn.counts(i)
+    if not counts.pending and counts.arrived <= counts.fired:
+        return False  # the last run: the stage ends as it did, its downstream goes on once
+    run = turn.run(i)
+    turn.set_stage(i, S.NOT_STARTED, reset=True, generation=run.generation + 1, task_index=0, attempt=1, polls=0)
+    if counts.arrived > counts.fired:
+        start_stage(turn, i)
+    return True
+
+
+def _merge_close(turn: Turn, i: int) -> None:
+    """A MULTI_MERGE join waiting for a run no requisite can fire any more: it ends as its last run did."""
+    run = turn.run(i)
+    turn.set_stage(i, S.RUNNING, started_at=turn.now)
+    turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
+    complete_stage(turn, i, S.FAILED_CONTINUE if run.failed_continue else S.SUCCEEDED)
 
 
 def maybe_complete(turn: Turn) -> None:
     """Complete the workflow once no stage runs and none is about to start.
 
-    A stage ready but not started yet (a root the start turn has not reached, a
-    child later in the loop that starts its siblings) will start in this same
-    turn: a stage that ended at once (no task, a false condition) must not
-    complete the run before it.
+    A stage about to start (a root the start turn has not reached, a child
+    later in the loop over a stage's children) starts in this same turn: while
+    such a loop is open (``turn.holds``) the run does not complete, so a stage
+    that ended at once (no task, a false condition) cannot end it first.
     """
-    if turn.active or turn.record.status is not S.RUNNING:
+    if turn.active or turn.holds or turn.record.status is not S.RUNNING:
         return
-    state = turn.state
-    for i, run in turn.runs():
-        if run.status is S.NOT_STARTED:
-            spec = state.specs[i]
-            if join_of(spec).ready(requisites=len(spec.requisites), outstanding=turn.outstanding(i)):
-                return
     statuses = [run.status for _, run in turn.runs()]
     if S.TERMINAL in statuses:
         final = S.TERMINAL

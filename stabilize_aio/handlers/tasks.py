@@ -4,6 +4,7 @@
 * a transient error or timeout is retried with backoff until the policy gives
   up, then the stage takes its failure status; other errors fail at once;
 * a call refused by an open circuit is retried later without using up an attempt.
+* ``jump_to`` (a REDIRECT with a target) jumps (``jumps.py``).
 
 The turn that commits a call's result records ``task.started`` (at the call's
 real start, carried with the result) and, for a failure, ``task.failed`` or
@@ -18,6 +19,7 @@ from ..model.records import StageRun
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
+from .jumps import jump
 from .kernel import call_key, complete_stage, current, emit_run
 from .signals import resume
 
@@ -69,6 +71,10 @@ def task_done(turn: Turn, msg: TaskDone) -> None:
         return
     result = out.result
     assert result is not None
+    if result.status is S.REDIRECT and result.target is not None:
+        turn.update_stage(i, run_id=None, parked=False)
+        jump(turn, i, result.target, context=result.context, outputs=result.outputs)
+        return
     outputs = {**run.outputs, **result.outputs} if result.outputs else run.outputs
     ctx = {**run.context_update, **result.context} if result.context else run.context_update
     turn.update_stage(i, outputs=outputs, context_update=ctx, run_id=None, parked=False)

@@ -24,6 +24,7 @@ from .._errors import (
 )
 from .._ids import check_id
 from .conditions import parse
+from .routing import PARTIAL_JOINS, JoinType, LoopSpec, SplitType
 from .status import WorkflowStatus
 
 
@@ -46,18 +47,38 @@ class Stage:
         timeout: per-call timeout in seconds, overriding the task type's.
         stage_timeout: the whole stage's limit in seconds, from its start,
             across retries and restarts; past it the stage fails.
+        enabled: a condition over the stage's context, asked when it becomes
+            ready: false skips it (SKIPPED; its downstream goes on).
+        output_reducers: per output key, how the requisites' values are
+            combined into this stage's context (``collect``, ``sum``, ...).
+        join_type: how the stage starts from its requisites (:class:`JoinType`;
+            default AND: all of them).
+        join_threshold: for ``JoinType.N_OF_M``, how many requisites must arrive.
+        cancel_remaining: a DISCRIMINATOR or N_OF_M join prunes the requisites
+            that have not ended when it starts (running ones are cancelled for
+            real); they end SKIPPED.
+        split_type: ``SplitType.OR`` activates only the downstream stages whose
+            ``split_conditions`` hold when this stage succeeds.
+        split_conditions: downstream ref id -> condition over this stage's
+            context and outputs (a downstream without one is always taken).
     """
 
     __slots__ = (
+        "cancel_remaining",
         "complete_other_branches_then_fail",
         "context",
         "continue_on_failure",
         "enabled",
         "fail_workflow",
+        "join_threshold",
+        "join_type",
+        "loop",
         "name",
         "output_reducers",
         "ref_id",
         "requisites",
+        "split_conditions",
+        "split_type",
         "stage_timeout",
         "tasks",
         "timeout",
@@ -79,6 +100,11 @@ class Stage:
         stage_timeout: float | None = None,
         enabled: str | None = None,
         output_reducers: Mapping[str, str] | None = None,
+        join_type: JoinType | str = JoinType.AND,
+        join_threshold: int | None = None,
+        cancel_remaining: bool = False,
+        split_type: SplitType | str = SplitType.AND,
+        split_conditions: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -123,9 +149,61 @@ class Stage:
         self.enabled = enabled
         #: Per output key, how the requisites' values are combined (``model/reducers.py``).
         self.output_reducers = reducers
+        self.join_type, self.join_threshold = _join(ref_id, join_type, join_threshold, cancel_remaining, requisites)
+        self.cancel_remaining = cancel_remaining
+        self.split_type, self.split_conditions = _split(ref_id, split_type, split_conditions)
+        #: A loop control stage (set by ``stabilize_aio.patterns``), else None.
+        self.loop: LoopSpec | None = None
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"
+
+
+def _join(
+    ref_id: str, join_type: JoinType | str, threshold: int | None, cancel_remaining: bool, requisites: Iterable[str]
+) -> tuple[JoinType, int]:
+    """The join kind and its threshold, checked (a threshold more than the requisites is refused by Workflow)."""
+    try:
+        kind = JoinType(join_type.upper() if isinstance(join_type, str) else join_type)
+    except ValueError:
+        valid = ", ".join(k.value for k in JoinType)
+        raise DefinitionError(
+            f"stage {ref_id!r}: unknown join_type {join_type!r} (one of {valid})", stage=ref_id
+        ) from None
+    if kind is not JoinType.AND and not tuple(requisites):
+        raise DefinitionError(f"stage {ref_id!r}: a {kind.value} join needs requisites", stage=ref_id)
+    if kind is JoinType.N_OF_M:
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+            raise DefinitionError(
+                f"stage {ref_id!r}: an N_OF_M join needs join_threshold >= 1, got {threshold!r}", stage=ref_id
+            )
+    elif threshold is not None:
+        raise DefinitionError(f"stage {ref_id!r}: join_threshold is for N_OF_M joins only", stage=ref_id)
+    if cancel_remaining and kind not in PARTIAL_JOINS:
+        raise DefinitionError(
+            f"stage {ref_id!r}: cancel_remaining is for DISCRIMINATOR and N_OF_M joins only", stage=ref_id
+        )
+    return kind, 1 if kind is JoinType.DISCRIMINATOR else (threshold or 0)
+
+
+def _split(
+    ref_id: str, split_type: SplitType | str, conditions: Mapping[str, str] | None
+) -> tuple[SplitType, dict[str, str]]:
+    """The split kind and its conditions, each parsed (which downstream they name is checked by Workflow)."""
+    try:
+        kind = SplitType(split_type.upper() if isinstance(split_type, str) else split_type)
+    except ValueError:
+        raise DefinitionError(
+            f"stage {ref_id!r}: unknown split_type {split_type!r} (AND or OR)", stage=ref_id
+        ) from None
+    conds = dict(conditions or {})
+    if conds and kind is not SplitType.OR:
+        raise DefinitionError(f"stage {ref_id!r}: split_conditions need split_type=SplitType.OR", stage=ref_id)
+    for down, source in conds.items():
+        if not isinstance(down, str):
+            raise DefinitionError(f"stage {ref_id!r}: split_conditions keys are ref ids, got {down!r}", stage=ref_id)
+        parse(source, stage=ref_id, what=f"split condition for {down!r}")
+    return kind, conds
 
 
 class Workflow:
@@ -136,9 +214,9 @@ class Workflow:
             duplicate or unknown ref ids, and cycles.
     """
 
-    __slots__ = ("application", "name", "order", "stages")
+    __slots__ = ("application", "max_jumps", "name", "order", "stages")
 
-    def __init__(self, *, application: str, name: str, stages: Sequence[Stage]) -> None:
+    def __init__(self, *, application: str, name: str, stages: Sequence[Stage], max_jumps: int = 10) -> None:
         for label, value in (("application", application), ("name", name)):
             try:
                 check_id(value, what=f"workflow {label}")
@@ -165,9 +243,44 @@ class Workflow:
                         f"stage {stage.ref_id!r}: unknown requisite {req!r}", stage=stage.ref_id
                     )
         self.order = _topological_check(self.stages, seen)
+        if not isinstance(max_jumps, int) or isinstance(max_jumps, bool) or max_jumps < 0:
+            raise DefinitionError(f"workflow {name!r}: max_jumps must be an int >= 0, got {max_jumps!r}")
+        #: How many jumps a run may take (``TaskResult.jump_to``; loop jumps are not counted).
+        self.max_jumps = max_jumps
+        _check_routing(self.stages, seen)
 
     def __repr__(self) -> str:
         return f"Workflow(application={self.application!r}, name={self.name!r}, stages={len(self.stages)})"
+
+
+def _check_routing(stages: tuple[Stage, ...], index: dict[str, int]) -> None:
+    """Refuse a threshold no run can reach, a split condition on a stage that is not downstream, a broken loop."""
+    children: dict[str, set[str]] = {s.ref_id: set() for s in stages}
+    for s in stages:
+        for req in s.requisites:
+            children[req].add(s.ref_id)
+    for s in stages:
+        n = len(set(s.requisites))
+        if s.join_type is JoinType.N_OF_M and s.join_threshold > n:
+            raise DefinitionError(
+                f"stage {s.ref_id!r}: join_threshold {s.join_threshold} cannot be reached with {n} requisite(s)",
+                stage=s.ref_id,
+            )
+        for down in s.split_conditions:
+            if down not in children[s.ref_id]:
+                raise DefinitionError(
+                    f"stage {s.ref_id!r}: split condition names {down!r}, which is not a stage directly downstream "
+                    f"of it (downstream: {', '.join(sorted(children[s.ref_id])) or 'none'})",
+                    stage=s.ref_id,
+                )
+        if s.loop is not None:
+            for ref in (s.loop.partner, *s.loop.body):
+                if ref not in index:
+                    raise DefinitionError(
+                        f"stage {s.ref_id!r}: loop stage {ref!r} is not in the workflow (splice every stage "
+                        "while_loop/repeat_until returns)",
+                        stage=s.ref_id,
+                    )
 
 
 def _topological_check(stages: tuple[Stage, ...], index: dict[str, int]) -> tuple[int, ...]:
@@ -223,6 +336,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     outputs: dict[str, Any] = {}
     context: dict[str, Any] = {}
     error: str | None = None
+    target: str | None = None  # jump_to: the ref id of the stage to jump to
 
     @classmethod
     def success(
@@ -284,6 +398,32 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             outputs=dict(outputs or {}),
             context=dict(context or {}),
             error=error,
+        )
+
+    @classmethod
+    def jump_to(
+        cls,
+        target: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """Go on at stage ``target`` instead of downstream (dynamic routing), in one turn.
+
+        ``context`` is merged into the target's context; ``outputs`` become this
+        stage's outputs. A jump back (to this stage or one of its ancestors)
+        resets the target and every stage between it and this one (each a new
+        generation, so new idempotency keys); a jump forward skips the stages
+        only this stage's branch would have run. Each jump counts against the
+        workflow's ``max_jumps``. See docs/patterns.md, "Jumps".
+        """
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"jump_to() takes a stage ref id, got {target!r}")
+        return cls(
+            status=WorkflowStatus.REDIRECT,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            target=target,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from .routing import JoinType, LoopSpec
 from .status import WorkflowStatus, transition
 from .values import ErrorInfo, Signal
 
@@ -18,7 +19,7 @@ S = WorkflowStatus
 LIVE = frozenset({S.RUNNING, S.SUSPENDED})
 
 
-class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A stage's definition as stored (immutable for the run)."""
 
     ref_id: str
@@ -35,6 +36,11 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     enabled: str | None = None  # a condition (model/conditions.py): false when ready -> SKIPPED
     output_reducers: dict[str, str] = {}  # output key -> reducer name (model/reducers.py)
     reduce_from: tuple[int, ...] = ()  # the requisites whose outputs are reduced, in declared order
+    join_type: JoinType = JoinType.AND  # how it starts from its requisites (dag/joins.py)
+    join_threshold: int = 0  # N_OF_M: how many requisites must arrive (DISCRIMINATOR: 1)
+    cancel_remaining: bool = False  # a partial join prunes the requisites that have not ended when it starts
+    split_conditions: dict[int, str] = {}  # an OR split: child index -> condition (children without one: taken)
+    loop: LoopSpec | None = None  # a loop control stage (model/routing.py)
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -45,7 +51,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return S.TERMINAL
 
 
-class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A stage's runtime state: the one row a step rewrites."""
 
     status: WorkflowStatus = S.NOT_STARTED
@@ -64,6 +70,9 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timer_id: str | None = None
     parked: bool = False
     signals: tuple[Signal, ...] = ()  # signals that came while the stage was not suspended, oldest first
+    pruned: bool = False  # SKIPPED by a pattern (a split not taking it, a join's cancel_remaining, a jump)
+    dropped: tuple[int, ...] = ()  # children whose edge from this stage is dead (an OR split, a forward jump)
+    fired: int = 0  # a MULTI_MERGE join: how many of its runs have started
 
 
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -80,6 +89,8 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ended_at: float | None = None
     cancel_reason: str | None = None
     error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
+    jumps: int = 0  # jumps taken by the run (loop jumps not counted)
+    max_jumps: int = 10  # the budget of jumps (Workflow(max_jumps=...))
 
 
 def set_stage_status(

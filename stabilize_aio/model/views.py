@@ -54,6 +54,8 @@ class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     attempt: int
     started_at: float | None
     ended_at: float | None
+    generation: int = 0  # how many times the stage was reset (a jump, a loop, a MULTI_MERGE run): 0 at first
+    pruned: bool = False  # SKIPPED by a pattern (a split not taking it, cancel_remaining, a jump), not a condition
 
 
 class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -98,6 +100,7 @@ class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ended_at: float | None
     cancel_reason: str | None
     error: ErrorInfo | None = None
+    jumps: int = 0  # jumps the run has taken (TaskResult.jump_to; loop jumps not counted)
 
     def stage(self, ref_id: str) -> StageInfo:
         """The stage with this ref id (raises KeyError)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ..dag.joins import Counts
 from ..messages.durable import Durable, RunTask
 from ..model.events import EventKind
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
@@ -14,7 +15,7 @@ from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
 from .commit import Commit, Effects
-from .workflow import WorkflowState
+from .workflow import WorkflowState, edge_weights, edges_changed
 
 
 class Turn:
@@ -24,7 +25,7 @@ class Turn:
     :attr:`commit` (what the store sees) and :attr:`effects` (what happens after it).
     """
 
-    __slots__ = ("_active", "_outstanding", "_record", "_runs", "commit", "effects", "now", "reducers", "state")
+    __slots__ = ("_active", "_counts", "_record", "_runs", "commit", "effects", "holds", "now", "reducers", "state")
 
     def __init__(self, state: WorkflowState, now: float, reducers: Mapping[str, Reducer] = BUILTIN) -> None:
         self.state = state
@@ -35,8 +36,11 @@ class Turn:
         self.effects = Effects()
         self._runs: dict[int, StageRun] = {}
         self._record: WorkflowRecord | None = None
-        self._outstanding: dict[int, int] = {}
+        self._counts: dict[int, list[int]] = {}  # stage -> [outstanding, dead, halted] changed in this turn
         self._active = state.active
+        #: Open loops over stages about to start (the start turn's roots, a stage's children): while one is
+        #: open, the run does not complete (a stage about to start would start in a finished run).
+        self.holds = 0
 
     # reads -----------------------------------------------------------------
     @property
@@ -54,9 +58,22 @@ class Turn:
         """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
         return self.state.stage_context(i, self.run)
 
-    def outstanding(self, i: int) -> int:
-        v = self._outstanding.get(i)
-        return v if v is not None else self.state.outstanding[i]
+    def counts(self, i: int) -> Counts:
+        """Stage ``i``'s requisites as counted in this turn (what its join policy decides from)."""
+        c = self._counts.get(i)
+        if c is None:
+            st = self.state
+            return Counts(len(st.specs[i].requisites), st.outstanding[i], st.dead[i], st.halted[i], self.run(i).fired)
+        return Counts(len(self.state.specs[i].requisites), c[0], c[1], c[2], self.run(i).fired)
+
+    def _add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
+        c = self._counts.get(child)
+        if c is None:
+            st = self.state
+            c = self._counts[child] = [st.outstanding[child], st.dead[child], st.halted[child]]
+        c[0] += sign * weights[0]
+        c[1] += sign * weights[1]
+        c[2] += sign * weights[2]
 
     @property
     def active(self) -> int:
@@ -85,9 +102,10 @@ class Turn:
             self._active -= 1
         elif new.status in LIVE and old.status not in LIVE:
             self._active += 1
-        if new.status.can_continue and not old.status.can_continue:
+        if edges_changed(old, new):
             for c in self.state.children[i]:
-                self._outstanding[c] = self.outstanding(c) - 1
+                self._add_edge(c, edge_weights(old, c), -1)
+                self._add_edge(c, edge_weights(new, c), 1)
         self._runs[i] = new
         commit = self.commit
         commit.base_versions.setdefault(i, self.state.runs[i].version)

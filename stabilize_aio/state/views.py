@@ -20,6 +20,8 @@ def view_of(state: WorkflowState) -> WorkflowView:
             attempt=run.attempt,
             started_at=run.started_at,
             ended_at=run.ended_at,
+            generation=run.generation,
+            pruned=run.pruned,
         )
         for spec, run in zip(state.specs, state.runs, strict=True)
     )
@@ -35,4 +37,5 @@ def view_of(state: WorkflowState) -> WorkflowView:
         ended_at=r.ended_at,
         cancel_reason=r.cancel_reason,
         error=r.error,
+        jumps=r.jumps,
     )

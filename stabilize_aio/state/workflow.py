@@ -5,14 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..dag.joins import Counts
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
+from ..model.status import WorkflowStatus
 from .commit import Commit
+
+_SKIPPED = WorkflowStatus.SKIPPED
+
+
+def edge_weights(run: StageRun, child: int) -> tuple[int, int, int]:
+    """What the edge from a stage in state ``run`` to ``child`` adds to the child's (outstanding, dead, halted)."""
+    status = run.status
+    if not status.can_continue:
+        return 1, 0, int(status.is_halt)
+    return 0, int((run.pruned and status is _SKIPPED) or child in run.dropped), 0
+
+
+def edges_changed(old: StageRun, new: StageRun) -> bool:
+    """Whether a stage's change can change what its edges weigh (False on the hot path of field updates)."""
+    return old.status is not new.status or old.pruned is not new.pruned or old.dropped != new.dropped
 
 
 class WorkflowState:
     """A live workflow in memory: records plus derived indices. Owned by one actor."""
 
-    __slots__ = ("_ancestors", "active", "children", "outstanding", "record", "runs", "specs")
+    __slots__ = ("_ancestors", "active", "children", "dead", "halted", "outstanding", "record", "runs", "specs")
 
     def __init__(self, record: WorkflowRecord, specs: list[StageSpec], runs: list[StageRun]) -> None:
         self.record = record
@@ -22,7 +39,12 @@ class WorkflowState:
         for spec in specs:
             for req in spec.requisites:
                 self.children[req].append(spec.index)
-        self.outstanding = [sum(1 for r in spec.requisites if not runs[r].status.can_continue) for spec in specs]
+        self.outstanding = [0] * len(specs)
+        self.dead = [0] * len(specs)
+        self.halted = [0] * len(specs)
+        for spec in specs:
+            for r in spec.requisites:
+                self.add_edge(spec.index, edge_weights(runs[r], spec.index), 1)
         self.active = sum(1 for r in runs if r.status in LIVE)
         self._ancestors: dict[int, list[int]] = {}
 
@@ -39,9 +61,26 @@ class WorkflowState:
                 self.active -= 1
             elif run.status in LIVE and old.status not in LIVE:
                 self.active += 1
-            if run.status.can_continue and not old.status.can_continue:
+            if edges_changed(old, run):
                 for c in self.children[i]:
-                    self.outstanding[c] -= 1
+                    self.add_edge(c, edge_weights(old, c), -1)
+                    self.add_edge(c, edge_weights(run, c), 1)
+
+    def add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) one edge's weights from ``child``'s counts."""
+        out, dead, halted = weights
+        if out:
+            self.outstanding[child] += sign
+        if dead:
+            self.dead[child] += sign
+        if halted:
+            self.halted[child] += sign
+
+    def counts(self, i: int) -> Counts:
+        """Stage ``i``'s requisites as counted (what its join policy decides from)."""
+        return Counts(
+            len(self.specs[i].requisites), self.outstanding[i], self.dead[i], self.halted[i], self.runs[i].fired
+        )
 
     def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.

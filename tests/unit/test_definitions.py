@@ -54,6 +54,8 @@ EXPECTED_ALL = (
     "Task",
     "TaskOptions",
     "TaskResult",
+    "JoinType",
+    "SplitType",
     "RetryPolicy",
     "CircuitBreakerPolicy",
     "CircuitState",

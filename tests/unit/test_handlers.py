@@ -11,7 +11,6 @@ import pytest
 from runs import initial_state
 
 from stabilize_aio import RetryPolicy, Stage, TaskResult, Workflow, WorkflowStatus
-from stabilize_aio.dag.joins import AND, join_of
 from stabilize_aio.handlers import apply, control, handle, kernel, signals, start, tasks
 from stabilize_aio.messages.durable import CancelWorkflow, Durable, RunTask, StageTimeout
 from stabilize_aio.messages.memory import Message, ParkTask, TaskDone, TaskOutcome
@@ -458,10 +457,3 @@ def test_handlers_record_only_catalogue_kinds() -> None:
         *("compensation.started", "compensation.completed", "compensation.failed"),
         *("stage.suspended", "signal.dropped", "workflow.error", "workflow.quarantined"),
     } == KINDS
-
-
-def test_readiness_asks_the_join_policy() -> None:
-    """Today every stage joins with AND: it starts when no requisite is outstanding."""
-    h = Harness(Stage("a", "t"), Stage("j", "t", requisites=["a"]))
-    assert join_of(h.state.specs[1]) is AND
-    assert (True, False) == (AND.ready(requisites=2, outstanding=0), AND.ready(requisites=2, outstanding=1))
