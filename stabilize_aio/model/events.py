@@ -18,8 +18,10 @@ workflow.error            ``workflow.error``: containment ends the run TERMINAL
 workflow.quarantined      ``workflow.quarantined:<version>``: rows of a finished run quarantined
 stage.started             ``stage.started:<stage>:<generation>``
 stage.completed           ``stage.completed:<stage>:<generation>``: any end but SKIPPED
-stage.skipped             ``stage.skipped:<stage>:<generation>``: the stage ended SKIPPED
-stage.jumped              (reserved: jump)
+stage.skipped             ``stage.skipped:<stage>:<generation>``: the stage ended SKIPPED (a false
+                          condition; or pruned by a pattern, the message saying why)
+stage.jumped              ``stage.jumped:<stage>:<generation>``: the stage jumped (``jump_to``, a
+                          loop); message ``<source> -> <target> (context: [<keys>])``
 stage.signaled            ``stage.signaled:<stage>:<generation>:<poll>``: a signal resumed it
 stage.suspended           ``stage.suspended:<stage>:<generation>:<poll>``
 signal.dropped            ``signal.dropped:<signal id>``: a signal for a finished stage or run

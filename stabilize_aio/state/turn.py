@@ -104,8 +104,10 @@ class Turn:
             self._active += 1
         if edges_changed(old, new):
             for c in self.state.children[i]:
-                self._add_edge(c, edge_weights(old, c), -1)
-                self._add_edge(c, edge_weights(new, c), 1)
+                before, after = edge_weights(old, c), edge_weights(new, c)
+                if before != after:
+                    self._add_edge(c, before, -1)
+                    self._add_edge(c, after, 1)
         self._runs[i] = new
         commit = self.commit
         commit.base_versions.setdefault(i, self.state.runs[i].version)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..dag.joins import Counts
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
 from ..model.status import WorkflowStatus
 from .commit import Commit
@@ -63,8 +62,10 @@ class WorkflowState:
                 self.active += 1
             if edges_changed(old, run):
                 for c in self.children[i]:
-                    self.add_edge(c, edge_weights(old, c), -1)
-                    self.add_edge(c, edge_weights(run, c), 1)
+                    before, after = edge_weights(old, c), edge_weights(run, c)
+                    if before != after:
+                        self.add_edge(c, before, -1)
+                        self.add_edge(c, after, 1)
 
     def add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
         """Add (``sign`` 1) or take away (-1) one edge's weights from ``child``'s counts."""
@@ -75,12 +76,6 @@ class WorkflowState:
             self.dead[child] += sign
         if halted:
             self.halted[child] += sign
-
-    def counts(self, i: int) -> Counts:
-        """Stage ``i``'s requisites as counted (what its join policy decides from)."""
-        return Counts(
-            len(self.specs[i].requisites), self.outstanding[i], self.dead[i], self.halted[i], self.runs[i].fired
-        )
 
     def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.
