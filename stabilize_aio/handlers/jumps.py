@@ -20,8 +20,8 @@ from typing import Any
 
 from ..model.records import LIVE
 from ..model.status import WorkflowStatus
-from ..model.values import ErrorInfo
 from ..state.turn import Turn
+from .gates import failure
 from .kernel import complete_stage, drop_pending, maybe_complete, start_stage
 
 S = WorkflowStatus
@@ -119,5 +119,5 @@ def reset(turn: Turn, k: int) -> None:
 
 
 def _fail(turn: Turn, i: int, message: str) -> None:
-    error = ErrorInfo.capped("JumpError", message, attempt=turn.run(i).attempt, transient=False)
+    error = failure("JumpError", message, attempt=turn.run(i).attempt)
     complete_stage(turn, i, turn.spec(i).failure_status(), error)

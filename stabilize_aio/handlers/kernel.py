@@ -19,18 +19,16 @@ leads there. Pruning never halts the run.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Protocol
 
 from ..dag.joins import Decision, decide
 from ..messages.durable import RunTask, StageTimeout
-from ..model.conditions import Condition, ConditionError, parse
 from ..model.records import LIVE, StageRun, StageSpec
-from ..model.reducers import ReducerError, reduce_outputs
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
+from . import gates
 
 S = WorkflowStatus
 
@@ -59,10 +57,19 @@ def start_stage(turn: Turn, i: int) -> None:
     spec = turn.spec(i)
     if spec.join_type is JoinType.MULTI_MERGE:
         _merge_run(turn, i)
-    if spec.output_reducers and not _reduced(turn, i, spec):
-        return
-    if spec.enabled is not None and not _enabled(turn, i, spec.enabled):
-        return
+    if spec.output_reducers:
+        failed = gates.reduced(turn, i, spec)
+        if failed is not None:
+            _fail_unstarted(turn, i, failed)
+            return
+    if spec.enabled is not None:
+        verdict = gates.enabled(turn, i, spec.enabled)
+        if verdict is not True:
+            if verdict is False:
+                complete_stage(turn, i, S.SKIPPED)
+            else:
+                _fail_unstarted(turn, i, verdict)
+            return
     run = turn.run(i)
     timer_id = None
     if spec.stage_timeout is not None:
@@ -115,44 +122,11 @@ def kind_of(spec: StageSpec) -> StageKind:
     return TASKS
 
 
-def _reduced(turn: Turn, i: int, spec: StageSpec) -> bool:
-    """Reduce the requisites' outputs into the stage's context (what its tasks see); False: a reducer failed it."""
-    upstream = [turn.run(r).outputs for r in spec.reduce_from]
-    try:
-        reduced = reduce_outputs(spec.ref_id, spec.output_reducers, upstream, turn.reducers)
-    except ReducerError as exc:
-        _fail_unstarted(turn, i, "ReducerError", str(exc))
-        return False
-    if reduced:
-        turn.update_stage(i, context_update={**turn.run(i).context_update, **reduced})
-    return True
-
-
-def _fail_unstarted(turn: Turn, i: int, kind: str, message: str) -> None:
-    """Fail a stage that could not start (its condition or reducer raised): RUNNING, then its failure status."""
+def _fail_unstarted(turn: Turn, i: int, error: ErrorInfo) -> None:
+    """Fail a stage that could not start (a condition, reducer or join): RUNNING, then its failure status."""
     turn.set_stage(i, S.RUNNING, started_at=turn.now)
     turn.record_event("stage.started", f"stage.started:{i}:{turn.run(i).generation}", stage=i, status=S.RUNNING)
-    error = ErrorInfo.capped(kind, message, attempt=1, transient=False)
     complete_stage(turn, i, turn.spec(i).failure_status(), error)
-
-
-def _enabled(turn: Turn, i: int, source: str) -> bool:
-    """Whether stage ``i`` runs; if not, it is ended here (SKIPPED, or failed by a condition that raised)."""
-    spec = turn.spec(i)
-    try:
-        if condition(source, spec.ref_id).evaluate(turn.stage_context(i)):
-            return True
-    except ConditionError as exc:
-        _fail_unstarted(turn, i, "ConditionError", str(exc))
-        return False
-    complete_stage(turn, i, S.SKIPPED)
-    return False
-
-
-@functools.lru_cache(maxsize=4096)
-def condition(source: str, stage: str) -> Condition:
-    """A parsed condition (parsed once per expression and stage: parsing is the costly part)."""
-    return parse(source, stage=stage)
 
 
 def emit_run(turn: Turn, i: int, *, deliver_at: float | None) -> None:
@@ -209,8 +183,9 @@ def complete_stage(
         run = turn.set_stage(i, S.RUNNING)
     spec = turn.spec(i)
     if spec.split_conditions and status is S.SUCCEEDED and dropped is None:
-        taken = _split(turn, i, spec)
-        if taken is None:  # a condition could not be evaluated: the split stage fails with its error
+        taken = gates.split_taken(turn, i, spec)
+        if isinstance(taken, ErrorInfo):  # a condition could not be evaluated: the split stage fails
+            complete_stage(turn, i, spec.failure_status(), taken)
             return
         dropped = tuple(c for c in turn.state.children[i] if c not in taken)
     if run.timer_id is not None:
@@ -297,22 +272,7 @@ def _unreachable(turn: Turn, c: int) -> None:
     if not spec.fail_workflow:
         complete_stage(turn, c, S.SKIPPED, pruned=message)
         return
-    _fail_unstarted(turn, c, "JoinError", message)
-
-
-def _split(turn: Turn, i: int, spec: StageSpec) -> set[int] | None:
-    """The children an OR split takes (children without a condition always); None: a condition failed it."""
-    context = turn.stage_context(i)
-    taken = set(turn.state.children[i])
-    for c, source in spec.split_conditions.items():
-        try:
-            if not condition(source, spec.ref_id).evaluate(context):
-                taken.discard(c)
-        except ConditionError as exc:
-            error = ErrorInfo.capped("ConditionError", str(exc), attempt=turn.run(i).attempt, transient=False)
-            complete_stage(turn, i, spec.failure_status(), error)
-            return None
-    return taken
+    _fail_unstarted(turn, c, gates.failure("JoinError", message))
 
 
 def _merge_run(turn: Turn, i: int) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 from ..model.conditions import ConditionError
 from ..model.routing import LoopSpec
 from ..model.status import WorkflowStatus
-from ..model.values import ErrorInfo
 from ..state.turn import Turn
+from .gates import condition, failure
 from .jumps import jump
-from .kernel import complete_stage, condition
+from .kernel import complete_stage
 
 S = WorkflowStatus
 
@@ -94,8 +94,7 @@ def _ask(turn: Turn, i: int, loop: LoopSpec, k: int) -> bool | None:
     try:
         return condition(loop.condition, prefix).evaluate(context)
     except ConditionError as exc:
-        error = ErrorInfo.capped("ConditionError", str(exc), attempt=1, transient=False)
-        complete_stage(turn, i, turn.spec(i).failure_status(), error)
+        complete_stage(turn, i, turn.spec(i).failure_status(), failure("ConditionError", str(exc)))
         return None
 
 
@@ -107,7 +106,6 @@ def _leave(turn: Turn, i: int, loop: LoopSpec, carried: dict[str, Any], *, reaso
             f"loop {turn.spec(i).ref_id!r} reached max_iterations={loop.max_iterations} "
             f"without its condition {loop.condition!r} ending it"
         )
-        error = ErrorInfo.capped("LoopError", message, attempt=1, transient=False)
-        complete_stage(turn, i, turn.spec(i).failure_status(), error)
+        complete_stage(turn, i, turn.spec(i).failure_status(), failure("LoopError", message))
         return
     complete_stage(turn, i, S.SUCCEEDED)
