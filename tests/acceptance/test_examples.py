@@ -1,4 +1,4 @@
-"""Smoke tests: the README example, the demo CLI and the testing helper work as documented."""
+"""Smoke tests: the examples, the demo CLI and the testing helper work as documented."""
 
 from __future__ import annotations
 
@@ -27,6 +27,88 @@ def test_readme_example_prints_10(tmp_path: Path) -> None:
     )
     assert (0, "10\n") == (done.returncode, done.stdout), done.stderr
     assert (tmp_path / "pipeline.db").exists()
+
+
+def run_example(name: str, cwd: Path) -> list[str]:
+    """Run ``examples/<name>`` in ``cwd`` (where it writes its database); returns its printed lines."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_dynamic_routing_example_prints_stabilizes_results(tmp_path: Path) -> None:
+    """stabilize's dynamic-routing example: a self-jump passes at quality 80 after one jump; a checkpointed
+    batch resumes from 33, 66 and 99 and succeeds on its fourth run with the last checkpoint in its context."""
+    assert [
+        "Example 1: Dynamic Routing with jump_to()",
+        "[QualityLoop] Attempt #1, quality=65 (threshold=80)",
+        "[QualityLoop] Attempt #2, quality=80 (threshold=80)",
+        "RESULT: Workflow Status = SUCCEEDED",
+        "Quality Loop Stage Final State:",
+        "  Status: SUCCEEDED",
+        "  Outputs: {'final_quality': 80, 'attempts_needed': 2, 'status': 'PASSED'}",
+        "  Jump tracking (self-loops):",
+        "    Total jumps: 1",
+        "    1. quality_loop -> quality_loop (context: ['attempt', 'previous_quality'])",
+        "",
+        "Example 2: Stateful Retries with context_update",
+        "[Batch] Run #1, starting from 0 items",
+        "[Batch] Run #2, starting from 33 items",
+        "[Batch] Run #3, starting from 66 items",
+        "[Batch] Run #4, starting from 99 items",
+        "RESULT: Workflow Status = SUCCEEDED",
+        "Batch Stage Final State:",
+        "  Status: SUCCEEDED",
+        "  Attempts: 4",
+        "  Outputs: {'total_processed': 100, 'status': 'complete', 'checkpoint_used': True}",
+        "  Context (checkpoint data preserved across retries):",
+        "    processed_count: 99",
+        "    _batch_attempt: 3",
+        "    _checkpoint_saved: True",
+        "  [VERIFIED] Checkpoint was used to resume processing!",
+    ] == run_example("dynamic_routing_example.py", tmp_path)
+    assert (tmp_path / "dynamic_routing.db").exists()
+
+
+def test_loops_example_prints_iterations_and_the_final_value_after_the_loop(tmp_path: Path) -> None:
+    """while n < 3 runs its body 3 times and the stage after the loop sees n = 3; repeat_until polls 3 times."""
+    assert [
+        "Example 1: while_loop('count', 'n < 3')",
+        "[increment] iteration 1: n 0 -> 1",
+        "[increment] iteration 2: n 1 -> 2",
+        "[increment] iteration 3: n 2 -> 3",
+        "RESULT: Workflow Status = SUCCEEDED",
+        "  Loop: {'iterations': 3, 'exit': 'condition'}",
+        "  Body stage inc: SKIPPED (the fourth ask found n = 3: the body did not run)",
+        "  Final n seen after the loop: 3",
+        "",
+        "Example 2: repeat_until('poll', 'ready')",
+        "[check] iteration 1: check #1, ready=False",
+        "[check] iteration 2: check #2, ready=False",
+        "[check] iteration 3: check #3, ready=True",
+        "RESULT: Workflow Status = SUCCEEDED",
+        "  Loop: {'iterations': 3, 'exit': 'condition'}",
+        "  Checks: 3, ready: True",
+    ] == run_example("loops_example.py", tmp_path)
+    assert (tmp_path / "loops.db").exists()
+
+
+def test_or_split_example_takes_one_branch_per_score_and_joins_on_it(tmp_path: Path) -> None:
+    """The OR split takes fast at 0.9 and slow at 0.3, prunes the other (SKIPPED); the OR join runs either way."""
+    assert [
+        "score 0.9: SUCCEEDED: route=SUCCEEDED, fast=SUCCEEDED, slow=SKIPPED, deliver=SUCCEEDED",
+        "  delivered via: fast",
+        "score 0.3: SUCCEEDED: route=SUCCEEDED, fast=SKIPPED, slow=SUCCEEDED, deliver=SUCCEEDED",
+        "  delivered via: slow",
+    ] == run_example("or_split_example.py", tmp_path)
+    assert (tmp_path / "or_split.db").exists()
 
 
 def test_demo_cli_runs_and_reports_success(tmp_path: Path) -> None:
