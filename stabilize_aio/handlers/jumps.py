@@ -115,6 +115,7 @@ def reset(turn: Turn, k: int) -> None:
         pruned=False,
         dropped=(),
         fired=0,
+        arrivals=(),
     )
 
 

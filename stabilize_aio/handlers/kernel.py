@@ -28,9 +28,13 @@ from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
+from ..state.workflow import edge_weights
 from . import gates
 
 S = WorkflowStatus
+
+#: The weights of an edge whose requisite arrived (ended in a status that can continue, edge not dead).
+ARRIVED = (0, 0, 0)
 
 
 def begin(turn: Turn) -> None:
@@ -212,7 +216,10 @@ def complete_stage(
         return
     turn.holds += 1
     for c in turn.state.children[i]:
-        if turn.run(c).status is S.NOT_STARTED:
+        child = turn.run(c)
+        if turn.spec(c).join_type is JoinType.MULTI_MERGE and edge_weights(turn.run(i), c) == ARRIVED:
+            child = turn.update_stage(c, arrivals=(*child.arrivals, i))  # its run for this arrival may wait
+        if child.status is S.NOT_STARTED:
             arrive(turn, c)
     turn.holds -= 1
     maybe_complete(turn)
@@ -276,9 +283,15 @@ def _unreachable(turn: Turn, c: int) -> None:
 
 
 def _merge_run(turn: Turn, i: int) -> None:
-    """A MULTI_MERGE join starts its next run: one per arrival, each a generation of its own."""
+    """A MULTI_MERGE join starts its next run: one per arrival, each a generation of its own.
+
+    The run sees the outputs of the requisite whose arrival it is over the
+    others', its ref id as ``_merge_from`` and its number as ``_merge_index``.
+    """
     run = turn.run(i)
-    turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update={"_merge_index": run.fired + 1})
+    trigger = run.arrivals[run.fired]
+    context = {**turn.run(trigger).outputs, "_merge_from": turn.spec(trigger).ref_id, "_merge_index": run.fired + 1}
+    turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update=context)
 
 
 def _merge_again(turn: Turn, i: int) -> bool:

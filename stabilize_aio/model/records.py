@@ -73,6 +73,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     pruned: bool = False  # SKIPPED by a pattern (a split not taking it, a join's cancel_remaining, a jump)
     dropped: tuple[int, ...] = ()  # children whose edge from this stage is dead (an OR split, a forward jump)
     fired: int = 0  # a MULTI_MERGE join: how many of its runs have started
+    arrivals: tuple[int, ...] = ()  # a MULTI_MERGE join: the requisites that arrived, in order (one run each)
 
 
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -35,6 +35,7 @@ class App:
         self.gate = anyio.Event()
         self.slow_started = anyio.Event()
         self.cancelled: list[str] = []
+        self.merges: list[tuple[int, str, str]] = []
         self.together = 2
         self._arrived = 0
         self._all_in = anyio.Event()
@@ -42,8 +43,16 @@ class App:
         @engine.task("fast")
         async def fast(stage: StageView) -> TaskResult:
             self.calls.append(stage.ref_id)
+            if "_merge_index" in stage.context:  # a MULTI_MERGE run: which arrival it is, and what it sees
+                ctx = stage.context
+                self.merges.append((ctx["_merge_index"], ctx["_merge_from"], ctx["who"]))
             return TaskResult.success(
-                outputs={stage.ref_id: stage.ref_id, "n": 1, "merge": stage.context.get("_merge_index")}
+                outputs={
+                    stage.ref_id: stage.ref_id,
+                    "n": 1,
+                    "merge": stage.context.get("_merge_index"),
+                    "who": stage.ref_id,
+                }
             )
 
         @engine.task("slow")
@@ -206,6 +215,9 @@ async def test_multi_merge_runs_once_per_arrival_and_its_downstream_once(db_url:
         assert a.calls.count("m") == 3
         assert a.calls.count("after") == 1
         assert view.stage("m").outputs["merge"] == 3
+        assert [k for k, _, _ in a.merges] == [1, 2, 3]
+        assert sorted(f for _, f, _ in a.merges) == ["a", "b", "c"]
+        assert all(frm == who for _, frm, who in a.merges)  # each run sees its own arrival's outputs on top
         assert view.stage("m").generation == 2
         history = await a.history(view.workflow_id)
         assert history.count(("stage.completed", "m")) == 3
