@@ -75,8 +75,10 @@ def jump(
         if turn.run(t).status is not S.NOT_STARTED:
             reset(turn, t)
         turn.update_stage(t, context_update={**turn.run(t).context_update, **context})
-        start_stage(turn, t)
-        if turn.record.status is S.RUNNING:
+        start_stage(turn, t)  # first: pruning from the source's dead edges must not reach the target
+        after = turn.run(i)
+        if turn.record.status is S.RUNNING and after.status is S.RUNNING and after.generation == run.generation:
+            # (what the target's start set off may have reset the source already: a loop around this one)
             complete_stage(turn, i, S.SUCCEEDED, dropped=tuple(state.children[i]))
     turn.holds -= 1
     maybe_complete(turn)

@@ -207,3 +207,20 @@ async def test_repeat_until_stops_when_its_condition_holds(db_url: str) -> None:
     assert view.status is S.SUCCEEDED
     assert view.stage("r").outputs["loop"] == {"iterations": 2, "exit": "condition"}
     assert len(calls) == 2
+
+
+async def test_nested_loops_restart_the_inner_loop_on_each_outer_iteration(db_url: str) -> None:
+    """An inner while loop (3 runs of its body) inside an outer repeat-until (2 runs): 6 body runs; the
+    inner loop's counter starts again at 1 each outer iteration; the final values leave both loops."""
+    inner = while_loop("inner", "iteration <= 3", body=[Stage("inc", "step")], max_iterations=5)
+    view, calls, _ = await run(
+        db_url,
+        *repeat_until("outer", "n >= 6", body=inner, max_iterations=4),
+        Stage("after", "note", requisites=["outer"]),
+        context={"n": 0},
+    )
+    assert view.status is S.SUCCEEDED
+    assert [r for r, _, _ in calls].count("inc") == 6
+    assert view.stage("outer").outputs["loop"] == {"iterations": 2, "exit": "condition"}
+    assert view.stage("after").outputs["seen_after"]["n"] == 6
+    assert len({k for r, _, k in calls if r == "inc"}) == 6  # every body run its own idempotency key
