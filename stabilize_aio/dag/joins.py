@@ -37,7 +37,8 @@ class Counts(NamedTuple):
     outstanding: int  # not ended in a status that can continue (halted ones included)
     dead: int  # ended pruned, or dropped the edge
     halted: int  # ended in a halting status (STOPPED, TERMINAL, CANCELED)
-    fired: int = 0  # a MULTI_MERGE join: how many runs it has started
+    fired: int = 0  # a MULTI_MERGE join: how many runs it has started (since it was last reset)
+    merges: int = 0  # ... and how many arrivals it has noted for runs (one run each)
 
     @property
     def arrived(self) -> int:
@@ -58,7 +59,7 @@ def decide(spec: StageSpec, c: Counts) -> Decision:
             return Decision.WAIT
         return Decision.PRUNE if c.dead == c.requisites else Decision.START
     if kind is JoinType.MULTI_MERGE:  # one run per arrival, one after the other
-        if c.arrived > c.fired:
+        if c.merges > c.fired:
             return Decision.START
         if c.pending:
             return Decision.WAIT

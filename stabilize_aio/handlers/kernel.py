@@ -289,6 +289,9 @@ def _merge_run(turn: Turn, i: int) -> None:
     others', its ref id as ``_merge_from`` and its number as ``_merge_index``.
     """
     run = turn.run(i)
+    if run.fired == len(run.arrivals):  # a jump's target: a run for no arrival (the arrivals keep theirs)
+        turn.update_stage(i, outputs={}, context_update={**run.context_update, "_merge_index": 0})
+        return
     trigger = run.arrivals[run.fired]
     context = {**turn.run(trigger).outputs, "_merge_from": turn.spec(trigger).ref_id, "_merge_index": run.fired + 1}
     turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update=context)
@@ -297,11 +300,11 @@ def _merge_run(turn: Turn, i: int) -> None:
 def _merge_again(turn: Turn, i: int) -> bool:
     """After a MULTI_MERGE run: True if more runs follow (reset, and started now if an arrival waits)."""
     counts = turn.counts(i)
-    if not counts.pending and counts.arrived <= counts.fired:
+    if not counts.pending and counts.merges <= counts.fired:
         return False  # the last run: the stage ends as it did, its downstream goes on once
     run = turn.run(i)
     turn.set_stage(i, S.NOT_STARTED, reset=True, generation=run.generation + 1, task_index=0, attempt=1, polls=0)
-    if counts.arrived > counts.fired:
+    if counts.merges > counts.fired:
         start_stage(turn, i)
     return True
 

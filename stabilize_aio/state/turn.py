@@ -61,10 +61,11 @@ class Turn:
     def counts(self, i: int) -> Counts:
         """Stage ``i``'s requisites as counted in this turn (what its join policy decides from)."""
         c = self._counts.get(i)
+        run = self.run(i)
+        st = self.state
         if c is None:
-            st = self.state
-            return Counts(len(st.specs[i].requisites), st.outstanding[i], st.dead[i], st.halted[i], self.run(i).fired)
-        return Counts(len(self.state.specs[i].requisites), c[0], c[1], c[2], self.run(i).fired)
+            c = [st.outstanding[i], st.dead[i], st.halted[i]]
+        return Counts(len(st.specs[i].requisites), c[0], c[1], c[2], run.fired, len(run.arrivals))
 
     def _add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
         c = self._counts.get(child)

@@ -69,12 +69,13 @@ def test_n_of_m(counts: Counts, expected: Decision) -> None:
 @pytest.mark.parametrize(
     ("counts", "expected"),
     [
-        (Counts(3, 3, 0, 0, fired=0), W),
-        (Counts(3, 2, 0, 0, fired=0), GO),  # each arrival one run
-        (Counts(3, 2, 0, 0, fired=1), W),  # that arrival's run started already
-        (Counts(3, 1, 0, 0, fired=1), GO),
-        (Counts(3, 1, 0, 1, fired=2), CLOSE),  # nothing more can arrive: it ends as its last run
-        (Counts(3, 0, 3, 0, fired=0), PRUNE),
+        (Counts(3, 3, 0, 0, fired=0, merges=0), W),
+        (Counts(3, 2, 0, 0, fired=0, merges=1), GO),  # each arrival one run
+        (Counts(3, 2, 0, 0, fired=1, merges=1), W),  # that arrival's run started already
+        (Counts(3, 1, 0, 0, fired=1, merges=2), GO),
+        (Counts(3, 1, 0, 1, fired=2, merges=2), CLOSE),  # nothing more can arrive: it ends as its last run
+        (Counts(3, 1, 0, 0, fired=0, merges=0), W),  # reset by a jump: arrivals before it are spent
+        (Counts(3, 0, 3, 0, fired=0, merges=0), PRUNE),
     ],
 )
 def test_multi_merge(counts: Counts, expected: Decision) -> None:
