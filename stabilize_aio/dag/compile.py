@@ -12,9 +12,10 @@ from typing import Any
 
 from .._codec import plain
 from .._errors import UnknownTaskError
-from ..model.definitions import Workflow
+from ..model.definitions import Stage, Workflow
 from ..model.records import StageSpec, WorkflowRecord
 from ..model.reducers import BUILTIN, ReducerError
+from ..model.routing import JoinType
 
 
 def check_definition(
@@ -53,6 +54,19 @@ def check_definition(
     return plain(dict(context or {}), what="workflow context (inputs)")
 
 
+def _routing(s: Stage, index: Mapping[str, int]) -> dict[str, Any]:
+    """A stage's routing fields that differ from the defaults (none for a plain AND-joined stage)."""
+    if s.join_type is JoinType.AND and not s.split_conditions and s.loop is None:
+        return {}
+    return {
+        "join_type": s.join_type,
+        "join_threshold": s.join_threshold,
+        "cancel_remaining": s.cancel_remaining,
+        "split_conditions": {index[down]: source for down, source in s.split_conditions.items()},
+        "loop": s.loop,
+    }
+
+
 def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[WorkflowRecord, list[StageSpec]]:
     """A run's record template (no id, no creation time yet) and its stage specs, requisites as indices."""
     index = {s.ref_id: i for i, s in enumerate(workflow.stages)}
@@ -72,11 +86,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
             enabled=s.enabled,
             output_reducers=s.output_reducers,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
-            join_type=s.join_type,
-            join_threshold=s.join_threshold,
-            cancel_remaining=s.cancel_remaining,
-            split_conditions={index[down]: source for down, source in s.split_conditions.items()},
-            loop=s.loop,
+            **_routing(s, index),
         )
         for i, s in enumerate(workflow.stages)
     ]

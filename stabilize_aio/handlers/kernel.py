@@ -28,13 +28,11 @@ from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
-from ..state.workflow import edge_weights
+from ..state.workflow import arrived
 from . import gates
 
 S = WorkflowStatus
-
-#: The weights of an edge whose requisite arrived (ended in a status that can continue, edge not dead).
-ARRIVED = (0, 0, 0)
+_MULTI_MERGE = JoinType.MULTI_MERGE
 
 
 def begin(turn: Turn) -> None:
@@ -59,7 +57,7 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
-    if spec.join_type is JoinType.MULTI_MERGE:
+    if spec.join_type is _MULTI_MERGE:
         _merge_run(turn, i)
     if spec.output_reducers:
         failed = gates.reduced(turn, i, spec)
@@ -212,12 +210,12 @@ def complete_stage(
         cancel_stages(turn, include_not_started=False)
         finish(turn, S.TERMINAL)
         return
-    if spec.join_type is JoinType.MULTI_MERGE and status.can_continue and pruned is None and _merge_again(turn, i):
+    if spec.join_type is _MULTI_MERGE and status.can_continue and pruned is None and _merge_again(turn, i):
         return
     turn.holds += 1
     for c in turn.state.children[i]:
         child = turn.run(c)
-        if turn.spec(c).join_type is JoinType.MULTI_MERGE and edge_weights(turn.run(i), c) == ARRIVED:
+        if turn.spec(c).join_type is _MULTI_MERGE and arrived(turn.run(i), c):
             child = turn.update_stage(c, arrivals=(*child.arrivals, i))  # its run for this arrival may wait
         if child.status is S.NOT_STARTED:
             arrive(turn, c)

@@ -15,7 +15,7 @@ from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
 from .commit import Commit, Effects
-from .workflow import WorkflowState, edge_weights, edges_changed
+from .workflow import WorkflowState, shifts
 
 
 class Turn:
@@ -67,15 +67,6 @@ class Turn:
             c = [st.outstanding[i], st.dead[i], st.halted[i]]
         return Counts(len(st.specs[i].requisites), c[0], c[1], c[2], run.fired, len(run.arrivals))
 
-    def _add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
-        c = self._counts.get(child)
-        if c is None:
-            st = self.state
-            c = self._counts[child] = [st.outstanding[child], st.dead[child], st.halted[child]]
-        c[0] += sign * weights[0]
-        c[1] += sign * weights[1]
-        c[2] += sign * weights[2]
-
     @property
     def active(self) -> int:
         return self._active
@@ -103,16 +94,23 @@ class Turn:
             self._active -= 1
         elif new.status in LIVE and old.status not in LIVE:
             self._active += 1
-        if edges_changed(old, new):
-            for c in self.state.children[i]:
-                before, after = edge_weights(old, c), edge_weights(new, c)
-                if before != after:
-                    self._add_edge(c, before, -1)
-                    self._add_edge(c, after, 1)
+        if old.status is not new.status or old.pruned is not new.pruned or old.dropped is not new.dropped:
+            self._shift(i, old, new)
         self._runs[i] = new
         commit = self.commit
         commit.base_versions.setdefault(i, self.state.runs[i].version)
         commit.stages[i] = new
+
+    def _shift(self, i: int, old: StageRun, new: StageRun) -> None:
+        """Move stage ``i``'s children's counts in this turn by what its change does to its edges."""
+        for c, d_out, d_dead, d_halted in shifts(old, new, self.state.children[i]):
+            counts = self._counts.get(c)
+            if counts is None:
+                st = self.state
+                counts = self._counts[c] = [st.outstanding[c], st.dead[c], st.halted[c]]
+            counts[0] += d_out
+            counts[1] += d_dead
+            counts[2] += d_halted
 
     def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
         old = self.record

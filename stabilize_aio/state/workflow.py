@@ -11,18 +11,63 @@ from .commit import Commit
 
 _SKIPPED = WorkflowStatus.SKIPPED
 
+Weights = tuple[int, int, int]  # what one edge adds to its child's (outstanding, dead, halted)
 
-def edge_weights(run: StageRun, child: int) -> tuple[int, int, int]:
-    """What the edge from a stage in state ``run`` to ``child`` adds to the child's (outstanding, dead, halted)."""
-    status = run.status
-    if not status.can_continue:
-        return 1, 0, int(status.is_halt)
-    return 0, int((run.pruned and status is _SKIPPED) or child in run.dropped), 0
+#: The weights of an edge by its requisite's status (one tuple per kind, so unchanged weights compare by identity).
+_OPEN: Weights = (1, 0, 0)
+_HALTED: Weights = (1, 0, 1)
+_ARRIVED: Weights = (0, 0, 0)
+_DEAD: Weights = (0, 1, 0)
+_BY_STATUS: dict[WorkflowStatus, Weights] = {
+    s: _ARRIVED if s.can_continue else _HALTED if s.is_halt else _OPEN for s in WorkflowStatus
+}
+_NONE: list[tuple[int, int, int, int]] = []
+#: The change of every edge out of a stage whose status goes from one to another (None: no change), when no
+#: edge of it is dead: what nearly every status change needs, looked up instead of computed.
+_DELTAS: dict[WorkflowStatus, dict[WorkflowStatus, Weights | None]] = {
+    a: {
+        b: None
+        if _BY_STATUS[a] is _BY_STATUS[b]
+        else (
+            _BY_STATUS[b][0] - _BY_STATUS[a][0],
+            _BY_STATUS[b][1] - _BY_STATUS[a][1],
+            _BY_STATUS[b][2] - _BY_STATUS[a][2],
+        )
+        for b in WorkflowStatus
+    }
+    for a in WorkflowStatus
+}
 
 
-def edges_changed(old: StageRun, new: StageRun) -> bool:
-    """Whether a stage's change can change what its edges weigh (False on the hot path of field updates)."""
-    return old.status is not new.status or old.pruned is not new.pruned or old.dropped != new.dropped
+def edge_weights(run: StageRun, child: int) -> Weights:
+    """What the edge from a stage in state ``run`` to ``child`` adds to the child's counts."""
+    weights = _BY_STATUS[run.status]
+    if weights is _ARRIVED and ((run.pruned and run.status is _SKIPPED) or child in run.dropped):
+        return _DEAD
+    return weights
+
+
+def arrived(run: StageRun, child: int) -> bool:
+    """Whether the edge from a stage in state ``run`` to ``child`` is an arrival (ended, can continue, not dead)."""
+    return edge_weights(run, child) is _ARRIVED
+
+
+def shifts(old: StageRun, new: StageRun, children: list[int]) -> list[tuple[int, int, int, int]]:
+    """``(child, d_outstanding, d_dead, d_halted)`` for each edge out of a stage whose weight its change changes.
+
+    The one rule for the turn's overlay and the committed state. On the hot
+    path (a field update, or a status change within one kind) it returns at
+    once; without dropped edges every child's edge changes alike.
+    """
+    if not (old.pruned or new.pruned or old.dropped or new.dropped):
+        d = _DELTAS[old.status][new.status]
+        return _NONE if d is None else [(c, d[0], d[1], d[2]) for c in children]
+    out = []
+    for c in children:
+        before, after = edge_weights(old, c), edge_weights(new, c)
+        if before is not after:
+            out.append((c, after[0] - before[0], after[1] - before[1], after[2] - before[2]))
+    return out
 
 
 class WorkflowState:
@@ -43,7 +88,10 @@ class WorkflowState:
         self.halted = [0] * len(specs)
         for spec in specs:
             for r in spec.requisites:
-                self.add_edge(spec.index, edge_weights(runs[r], spec.index), 1)
+                out, dead, halted = edge_weights(runs[r], spec.index)
+                self.outstanding[spec.index] += out
+                self.dead[spec.index] += dead
+                self.halted[spec.index] += halted
         self.active = sum(1 for r in runs if r.status in LIVE)
         self._ancestors: dict[int, list[int]] = {}
 
@@ -60,22 +108,11 @@ class WorkflowState:
                 self.active -= 1
             elif run.status in LIVE and old.status not in LIVE:
                 self.active += 1
-            if edges_changed(old, run):
-                for c in self.children[i]:
-                    before, after = edge_weights(old, c), edge_weights(run, c)
-                    if before != after:
-                        self.add_edge(c, before, -1)
-                        self.add_edge(c, after, 1)
-
-    def add_edge(self, child: int, weights: tuple[int, int, int], sign: int) -> None:
-        """Add (``sign`` 1) or take away (-1) one edge's weights from ``child``'s counts."""
-        out, dead, halted = weights
-        if out:
-            self.outstanding[child] += sign
-        if dead:
-            self.dead[child] += sign
-        if halted:
-            self.halted[child] += sign
+            if old.status is not run.status or old.pruned is not run.pruned or old.dropped is not run.dropped:
+                for c, d_out, d_dead, d_halted in shifts(old, run, self.children[i]):
+                    self.outstanding[c] += d_out
+                    self.dead[c] += d_dead
+                    self.halted[c] += d_halted
 
     def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.
