@@ -118,6 +118,7 @@ def reset(turn: Turn, k: int) -> None:
         dropped=(),
         fired=0,
         arrivals=(),
+        merging=False,
     )
 
 

@@ -42,7 +42,7 @@ def begin(turn: Turn) -> None:
     turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites:
-            start_stage(turn, i)
+            start_stage(turn, i)  # (a root an earlier root's join pruned is not started: start_stage checks)
     turn.holds -= 1
     maybe_complete(turn)
 
@@ -57,6 +57,10 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
+    if turn.run(i).status is not S.NOT_STARTED:
+        if not turn.run(i).merging:
+            return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
+        _merge_reset(turn, i)
     if spec.join_type is _MULTI_MERGE:
         _merge_run(turn, i)
     if spec.output_reducers:
@@ -83,6 +87,9 @@ def start_stage(turn: Turn, i: int) -> None:
     turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
     if spec.cancel_remaining:
         cancel_remaining(turn, i)
+        now = turn.run(i)
+        if now.status is not S.RUNNING or now.generation != run.generation or turn.record.status is not S.RUNNING:
+            return  # what it pruned reached it (a join it feeds pruned it, or a halt): its work never begins
     kind_of(spec).begin(turn, i)
 
 
@@ -199,6 +206,12 @@ def complete_stage(
         changes["pruned"] = True
     if dropped:
         changes["dropped"] = dropped
+    more = False
+    if spec.join_type is _MULTI_MERGE and status.can_continue and pruned is None:
+        counts = turn.counts(i)
+        more = counts.merges > counts.fired
+        if more or counts.pending:
+            changes["merging"] = True  # more runs may come: its downstream waits (its edges stay open)
     turn.set_stage(i, status, **changes)
     if status is S.SKIPPED:
         turn.record_event(
@@ -210,14 +223,31 @@ def complete_stage(
         cancel_stages(turn, include_not_started=False)
         finish(turn, S.TERMINAL)
         return
-    if spec.join_type is _MULTI_MERGE and status.can_continue and pruned is None and _merge_again(turn, i):
-        return
-    turn.holds += 1
-    for c in turn.state.children[i]:
+    if more:  # the next MULTI_MERGE run, for an arrival that came during this one
+        start_stage(turn, i)
+    _release(turn, i)
+
+
+def _release(turn: Turn, i: int) -> None:
+    """Stage ``i`` ended for its downstream: each child not started decides; then the run may complete.
+
+    Every MULTI_MERGE child notes the arrival first, before any child acts (one
+    child's start may end another requisite of it in the same turn).
+    """
+    children = turn.state.children[i]
+    ended = turn.run(i)
+    for c in children:
         child = turn.run(c)
-        if turn.spec(c).join_type is _MULTI_MERGE and arrived(turn.run(i), c):
-            child = turn.update_stage(c, arrivals=(*child.arrivals, i))  # its run for this arrival may wait
-        if child.status is S.NOT_STARTED:
+        if (
+            turn.spec(c).join_type is _MULTI_MERGE
+            and arrived(ended, c)
+            and (child.merging or not child.status.is_complete)
+        ):
+            turn.update_stage(c, arrivals=(*child.arrivals, i))  # its run for this arrival may have to wait
+    turn.holds += 1
+    for c in children:
+        child = turn.run(c)
+        if child.status is S.NOT_STARTED or child.merging:
             arrive(turn, c)
     turn.holds -= 1
     maybe_complete(turn)
@@ -225,6 +255,8 @@ def complete_stage(
 
 def arrive(turn: Turn, c: int) -> None:
     """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
+    if turn.record.status is not S.RUNNING:
+        return  # an earlier stage of this turn halted the run: nothing more is decided
     decision = decide(turn.spec(c), turn.counts(c))
     if decision is Decision.WAIT:
         return
@@ -241,7 +273,7 @@ def arrive(turn: Turn, c: int) -> None:
 def prune(turn: Turn, i: int, why: str) -> None:
     """End stage ``i`` SKIPPED by a pattern (a running call is cancelled for real); its downstream follows."""
     run = turn.run(i)
-    if run.status.is_complete:
+    if run.status.is_complete or turn.record.status is not S.RUNNING:
         return
     if run.status in LIVE:
         drop_pending(turn, i, run)
@@ -295,24 +327,29 @@ def _merge_run(turn: Turn, i: int) -> None:
     turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update=context)
 
 
-def _merge_again(turn: Turn, i: int) -> bool:
-    """After a MULTI_MERGE run: True if more runs follow (reset, and started now if an arrival waits)."""
-    counts = turn.counts(i)
-    if not counts.pending and counts.merges <= counts.fired:
-        return False  # the last run: the stage ends as it did, its downstream goes on once
+def _merge_reset(turn: Turn, i: int) -> None:
+    """A MULTI_MERGE join between runs goes back to NOT_STARTED, a new generation, for its next run."""
     run = turn.run(i)
-    turn.set_stage(i, S.NOT_STARTED, reset=True, generation=run.generation + 1, task_index=0, attempt=1, polls=0)
-    if counts.merges > counts.fired:
-        start_stage(turn, i)
-    return True
+    turn.set_stage(
+        i,
+        S.NOT_STARTED,
+        reset=True,
+        generation=run.generation + 1,
+        task_index=0,
+        attempt=1,
+        polls=0,
+        failed_continue=False,
+        error=None,
+        started_at=None,
+        ended_at=None,
+        merging=False,
+    )
 
 
 def _merge_close(turn: Turn, i: int) -> None:
-    """A MULTI_MERGE join waiting for a run no requisite can fire any more: it ends as its last run did."""
-    run = turn.run(i)
-    turn.set_stage(i, S.RUNNING, started_at=turn.now)
-    turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
-    complete_stage(turn, i, S.FAILED_CONTINUE if run.failed_continue else S.SUCCEEDED)
+    """A MULTI_MERGE join between runs that no requisite can fire again ends for its downstream as its last run."""
+    turn.update_stage(i, merging=False)
+    _release(turn, i)
 
 
 def maybe_complete(turn: Turn) -> None:

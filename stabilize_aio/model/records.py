@@ -74,6 +74,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     dropped: tuple[int, ...] = ()  # children whose edge from this stage is dead (an OR split, a forward jump)
     fired: int = 0  # a MULTI_MERGE join: how many of its runs have started
     arrivals: tuple[int, ...] = ()  # a MULTI_MERGE join: the requisites that arrived, in order (one run each)
+    merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):

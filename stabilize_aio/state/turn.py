@@ -94,7 +94,12 @@ class Turn:
             self._active -= 1
         elif new.status in LIVE and old.status not in LIVE:
             self._active += 1
-        if old.status is not new.status or old.pruned is not new.pruned or old.dropped is not new.dropped:
+        if (
+            old.status is not new.status
+            or old.pruned is not new.pruned
+            or old.dropped is not new.dropped
+            or old.merging is not new.merging
+        ):
             self._shift(i, old, new)
         self._runs[i] = new
         commit = self.commit

@@ -41,6 +41,8 @@ _DELTAS: dict[WorkflowStatus, dict[WorkflowStatus, Weights | None]] = {
 
 def edge_weights(run: StageRun, child: int) -> Weights:
     """What the edge from a stage in state ``run`` to ``child`` adds to the child's counts."""
+    if run.merging:  # a MULTI_MERGE join between runs has not ended for its downstream
+        return _OPEN
     weights = _BY_STATUS[run.status]
     if weights is _ARRIVED and ((run.pruned and run.status is _SKIPPED) or child in run.dropped):
         return _DEAD
@@ -59,7 +61,7 @@ def shifts(old: StageRun, new: StageRun, children: list[int]) -> list[tuple[int,
     path (a field update, or a status change within one kind) it returns at
     once; without dropped edges every child's edge changes alike.
     """
-    if not (old.pruned or new.pruned or old.dropped or new.dropped):
+    if not (old.pruned or new.pruned or old.dropped or new.dropped or old.merging or new.merging):
         d = _DELTAS[old.status][new.status]
         return _NONE if d is None else [(c, d[0], d[1], d[2]) for c in children]
     out = []
@@ -108,7 +110,12 @@ class WorkflowState:
                 self.active -= 1
             elif run.status in LIVE and old.status not in LIVE:
                 self.active += 1
-            if old.status is not run.status or old.pruned is not run.pruned or old.dropped is not run.dropped:
+            if (
+                old.status is not run.status
+                or old.pruned is not run.pruned
+                or old.dropped is not run.dropped
+                or old.merging is not run.merging
+            ):
                 for c, d_out, d_dead, d_halted in shifts(old, run, self.children[i]):
                     self.outstanding[c] += d_out
                     self.dead[c] += d_dead

@@ -27,8 +27,9 @@ patterns: AND/OR, DISCRIMINATOR, N_OF_M (with and without ``cancel_remaining``) 
 MULTI_MERGE joins, OR splits with true, false and broken conditions, and pruning. It is an
 interpreter of the rules run in step with the pure handlers over random orders of task
 completion (any pending call may complete next), and compares every stage's final status,
-pruned flag and number of starts and the run's final status. The kernel bugs it found are
-kept as strict xfails (``KNOWN_CASES``); the property sets their examples aside.
+pruned flag and number of starts and the run's final status. The six kernel bugs it found
+(all fixed) are kept as regression cases (``REGRESSIONS``), each the smallest example of its
+pattern.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, event, given, reject, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from runs import initial_state
 
@@ -565,7 +566,7 @@ HALTS = frozenset({S.STOPPED, S.TERMINAL, S.CANCELED})
 ENDED = CAN_CONTINUE | HALTS
 
 MERGE_RUN_AT_ONCE = "a multi-merge run ends in the turn it starts (no task, or a condition)"
-# Notes of the model that mark a known kernel bug (see KNOWN_BUGS).
+# Notes of the model that mark a pattern the kernel once got wrong (see FIXED).
 MERGE_UNTOLD = "a multi-merge decides while a requisite that ended has not told it yet (depth first)"
 MERGE_CLOSES = "a multi-merge ends waiting, when nothing more can arrive"
 MERGE_WAITS = "a multi-merge waits between runs as the run completes"
@@ -624,6 +625,7 @@ class ModelStage:
     starts: int = 0  # stage.started: every run begun, and a condition or join that failed it
     runs: int = 0  # a MULTI_MERGE: runs begun
     last: WorkflowStatus | None = None  # a MULTI_MERGE: how its last run ended
+    merging: bool = False  # a MULTI_MERGE between runs: ended as its last run, its downstream still waiting
     task: int = 0  # the current run's task
     call: int = 0  # calls of that task so far (polls and attempts)
     failed_continue: bool = False
@@ -667,7 +669,7 @@ class RoutingModel:
             for i, s in enumerate(self.stages)
         )
         self.workflow = S.TERMINAL if fails else S.SUCCEEDED
-        if any(s.status is S.NOT_STARTED and s.runs for s in self.stages):
+        if any(s.merging for s in self.stages):
             self.notes.add(MERGE_WAITS)
 
     def step(self, i: int) -> None:
@@ -697,7 +699,9 @@ class RoutingModel:
         kinds = []
         for r in self.script[c].requisites:
             s = self.stages[r]
-            if s.status in HALTS:
+            if s.merging:  # a multi-merge between runs has not ended for its downstream
+                kinds.append("pending")
+            elif s.status in HALTS:
                 kinds.append("halted")
             elif s.status not in CAN_CONTINUE:
                 kinds.append("pending")
@@ -742,7 +746,7 @@ class RoutingModel:
     def arrive(self, c: int) -> None:
         """A requisite of ``c`` ended: its join decides."""
         s, stage = self.stages[c], self.script[c]
-        if s.status is not S.NOT_STARTED:
+        if s.status is not S.NOT_STARTED and not s.merging:
             return
         decision = self.decide(c)
         self.note_merge(c)
@@ -756,9 +760,9 @@ class RoutingModel:
             self.notes.add(f"a {stage.join} join is pruned (every edge dead, or too few can arrive)")
             self.prune(c)
         elif decision == "close":
-            assert s.last is not None
             self.notes.add(MERGE_CLOSES)
-            self.end(c, s.last)
+            s.merging = False  # it ends for its downstream as its last run did
+            self.tell(c)
         elif decision == "unreachable" and not stage.fail_workflow:
             self.notes.add("an unreachable join is skipped")
             self.end(c, S.SKIPPED, pruned=True)
@@ -773,6 +777,7 @@ class RoutingModel:
         if self.halted:
             return
         if stage.join == "MULTI_MERGE":
+            s.merging = False
             s.runs += 1
             if s.runs > 1:
                 self.notes.add("a multi-merge runs again")
@@ -836,12 +841,12 @@ class RoutingModel:
             s.last = status
             self.note_merge(i)
             edges = self.edges(i)
-            if edges.count("live") > s.runs:
-                s.status = S.NOT_STARTED
+            if edges.count("live") > s.runs:  # the next run, at once
+                s.status, s.merging = status, True
                 self.start(i)
                 return
-            if "pending" in edges:
-                s.status = S.NOT_STARTED
+            if "pending" in edges:  # ended for now; its downstream waits for the last run
+                s.status, s.merging = status, True
                 return
         s.status, s.pruned, s.dropped = status, pruned, dropped
         if pruned:
@@ -852,6 +857,10 @@ class RoutingModel:
                     t.status = S.CANCELED
             self.workflow = S.TERMINAL
             return
+        self.tell(i)
+
+    def tell(self, i: int) -> None:
+        """Stage ``i`` ended for its downstream: each child decides, in index order."""
         self.unvisited[i] = list(self.children[i])
         while self.unvisited[i]:
             self.arrive(self.unvisited[i].pop(0))
@@ -954,11 +963,9 @@ def check_routed(script: Script, order: Order) -> tuple[RoutedRun, RoutingModel]
     return run, model
 
 
-#: Kernel bugs the property found (kernel of fb72e1c), each reproduced by a strict xfail below
-#: (KNOWN_CASES): an example whose model run carries the bug's mark (a note of RoutingModel) and
-#: fails is set aside by the property. When a bug is fixed, its xfail passes (strict: a failure):
-#: remove the case and the mark here, so the property checks those examples again.
-KNOWN_BUGS: dict[str, str] = {
+#: Kernel bugs the property found (kernel of fb72e1c), all fixed since; each pattern (a note of
+#: RoutingModel) has its smallest example in REGRESSIONS below.
+FIXED: dict[str, str] = {
     MERGE_UNTOLD: (
         "a MULTI_MERGE notes an arrival only when the ended requisite's loop over its children reaches it, "
         "while its pending count (the edge counters) already has that requisite ended: a run that ends in the "
@@ -1011,9 +1018,9 @@ def stage(
 
 
 STOPS = task("stopped")
-#: The smallest reproductions of KNOWN_BUGS: (id, mark, script, order); every order here is (): the
+#: The smallest examples of the FIXED bugs: (id, mark, script, order); every order here is (): the
 #: lowest pending stage completes first.
-KNOWN_CASES: list[tuple[str, str, Script, Order]] = [
+REGRESSIONS: list[tuple[str, str, Script, Order]] = [
     # s0 and s1 (after s0) have no task: both arrive at s2 in the start turn, s2 runs once, not twice
     ("merge-untold", MERGE_UNTOLD, (stage(), stage((0,)), stage((0, 1), join="MULTI_MERGE")), ()),
     # s2 runs on s0 in the start turn, then s1 stops: s2 ends with two stage.started for its one run
@@ -1091,23 +1098,20 @@ KNOWN_CASES: list[tuple[str, str, Script, Order]] = [
 
 
 @pytest.mark.parametrize(
-    ("script", "order"),
-    [
-        pytest.param(script, order, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[mark]), id=name)
-        for name, mark, script, order in KNOWN_CASES
-    ],
+    ("script", "order"), [pytest.param(script, order, id=name) for name, _, script, order in REGRESSIONS]
 )
-def test_known_routing_bugs(script: Script, order: Order) -> None:
+def test_routing_regressions(script: Script, order: Order) -> None:
     """The smallest examples of the bugs the property found: the handlers end them where the model says."""
     check_routed(script, order)
 
 
 @pytest.mark.parametrize(
     ("mark", "script", "order"),
-    [pytest.param(mark, script, order, id=name) for name, mark, script, order in KNOWN_CASES],
+    [pytest.param(mark, script, order, id=name) for name, mark, script, order in REGRESSIONS],
 )
-def test_known_cases_carry_their_mark(mark: str, script: Script, order: Order) -> None:
-    """Each known case carries its bug's mark, so the property sets aside exactly what the xfails hold."""
+def test_regressions_exercise_their_pattern(mark: str, script: Script, order: Order) -> None:
+    """Each regression case still takes the path its bug was on (the model notes the pattern)."""
+    assert mark in FIXED
     assert mark in model_notes(script, order)
 
 
@@ -1115,15 +1119,7 @@ def test_known_cases_carry_their_mark(mark: str, script: Script, order: Order) -
 @given(routed_scripts(), st.lists(st.integers(0, 7), max_size=12).map(tuple))
 def test_pure_handlers_route_where_the_model_says_in_any_order(script: Script, order: Order) -> None:
     """Joins, OR splits and pruning end every stage and the run as the routing model says."""
-    model = RoutingModel(script)
-    try:
-        _, model = check_routed(script, order)
-    except Exception:
-        marks = sorted(KNOWN_BUGS.keys() & model_notes(script, order))
-        if not marks:
-            raise
-        event(f"set aside: {marks[0]}")
-        reject()
+    _, model = check_routed(script, order)
     for note in sorted(model.notes):
         event(note)
     event(f"ends {model.workflow}")

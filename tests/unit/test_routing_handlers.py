@@ -332,9 +332,9 @@ def test_multi_merge_an_arrival_after_its_run_ended_starts_the_next_run() -> Non
     h = Routing(*merge_stages())
     ra, rb = h.start().dispatch
     rm0 = h.by_ref(h.done(ra, ok()))["m"]
-    t = h.done(rm0, ok())  # b has not ended: m waits for it, as generation 1, its downstream held
-    assert ({"m": S.NOT_STARTED}, []) == (h.written(t), t.dispatch)
-    assert (1, 1) == (h.run("m").generation, h.run("m").fired)
+    t = h.done(rm0, ok())  # b has not ended: m ends its run and waits for b, its downstream held
+    assert ({"m": S.SUCCEEDED}, []) == (h.written(t), t.dispatch)
+    assert (0, 1, True) == (h.run("m").generation, h.run("m").fired, h.run("m").merging)
     t = h.done(rb, ok())
     assert ({"b": S.SUCCEEDED, "m": S.RUNNING}, [("m", 1)]) == (
         h.written(t),
