@@ -223,8 +223,11 @@ def complete_stage(
         cancel_stages(turn, include_not_started=False)
         finish(turn, S.TERMINAL)
         return
-    if more:  # the next MULTI_MERGE run, for an arrival that came during this one
-        start_stage(turn, i)
+    if "merging" in changes:  # a MULTI_MERGE between runs has not ended for its downstream
+        if more:  # the next run, for an arrival that came during this one
+            start_stage(turn, i)
+        maybe_complete(turn)
+        return
     _release(turn, i)
 
 

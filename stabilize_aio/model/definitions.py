@@ -163,6 +163,8 @@ def _join(
     ref_id: str, join_type: JoinType | str, threshold: int | None, cancel_remaining: bool, requisites: Iterable[str]
 ) -> tuple[JoinType, int]:
     """The join kind and its threshold, checked (a threshold more than the requisites is refused by Workflow)."""
+    if join_type is JoinType.AND and threshold is None and not cancel_remaining:
+        return JoinType.AND, 0  # the default, at once: most stages
     try:
         kind = JoinType(join_type.upper() if isinstance(join_type, str) else join_type)
     except ValueError:
@@ -190,6 +192,8 @@ def _split(
     ref_id: str, split_type: SplitType | str, conditions: Mapping[str, str] | None
 ) -> tuple[SplitType, dict[str, str]]:
     """The split kind and its conditions, each parsed (which downstream they name is checked by Workflow)."""
+    if split_type is SplitType.AND and not conditions:
+        return SplitType.AND, {}  # the default, at once: most stages
     try:
         kind = SplitType(split_type.upper() if isinstance(split_type, str) else split_type)
     except ValueError:
@@ -255,6 +259,8 @@ class Workflow:
 
 def _check_routing(stages: tuple[Stage, ...], index: dict[str, int]) -> None:
     """Refuse a threshold no run can reach, a split condition on a stage that is not downstream, a broken loop."""
+    if not any(s.join_type is JoinType.N_OF_M or s.split_conditions or s.loop is not None for s in stages):
+        return
     children: dict[str, set[str]] = {s.ref_id: set() for s in stages}
     for s in stages:
         for req in s.requisites:

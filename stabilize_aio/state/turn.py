@@ -15,7 +15,7 @@ from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
 from .commit import Commit, Effects
-from .workflow import WorkflowState, shifts
+from .workflow import PER_CHILD, WorkflowState, child_shift, shift
 
 
 class Turn:
@@ -25,7 +25,20 @@ class Turn:
     :attr:`commit` (what the store sees) and :attr:`effects` (what happens after it).
     """
 
-    __slots__ = ("_active", "_counts", "_record", "_runs", "commit", "effects", "holds", "now", "reducers", "state")
+    __slots__ = (
+        "_active",
+        "_dead",
+        "_halted",
+        "_outstanding",
+        "_record",
+        "_runs",
+        "commit",
+        "effects",
+        "holds",
+        "now",
+        "reducers",
+        "state",
+    )
 
     def __init__(self, state: WorkflowState, now: float, reducers: Mapping[str, Reducer] = BUILTIN) -> None:
         self.state = state
@@ -36,7 +49,10 @@ class Turn:
         self.effects = Effects()
         self._runs: dict[int, StageRun] = {}
         self._record: WorkflowRecord | None = None
-        self._counts: dict[int, list[int]] = {}  # stage -> [outstanding, dead, halted] changed in this turn
+        # a stage's counts as this turn changed them (outstanding, dead and halted requisites):
+        self._outstanding: dict[int, int] = {}
+        self._dead: dict[int, int] = {}
+        self._halted: dict[int, int] = {}
         self._active = state.active
         #: Open loops over stages about to start (the start turn's roots, a stage's children): while one is
         #: open, the run does not complete (a stage about to start would start in a finished run).
@@ -58,14 +74,25 @@ class Turn:
         """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
         return self.state.stage_context(i, self.run)
 
+    def outstanding(self, i: int) -> int:
+        """How many of stage ``i``'s requisites have not ended in a status that can continue, in this turn."""
+        v = self._outstanding.get(i)
+        return v if v is not None else self.state.outstanding[i]
+
     def counts(self, i: int) -> Counts:
         """Stage ``i``'s requisites as counted in this turn (what its join policy decides from)."""
-        c = self._counts.get(i)
-        run = self.run(i)
         st = self.state
-        if c is None:
-            c = [st.outstanding[i], st.dead[i], st.halted[i]]
-        return Counts(len(st.specs[i].requisites), c[0], c[1], c[2], run.fired, len(run.arrivals))
+        run = self.run(i)
+        dead = self._dead.get(i)
+        halted = self._halted.get(i)
+        return Counts(
+            len(st.specs[i].requisites),
+            self.outstanding(i),
+            st.dead[i] if dead is None else dead,
+            st.halted[i] if halted is None else halted,
+            run.fired,
+            len(run.arrivals),
+        )
 
     @property
     def active(self) -> int:
@@ -108,14 +135,20 @@ class Turn:
 
     def _shift(self, i: int, old: StageRun, new: StageRun) -> None:
         """Move stage ``i``'s children's counts in this turn by what its change does to its edges."""
-        for c, d_out, d_dead, d_halted in shifts(old, new, self.state.children[i]):
-            counts = self._counts.get(c)
-            if counts is None:
-                st = self.state
-                counts = self._counts[c] = [st.outstanding[c], st.dead[c], st.halted[c]]
-            counts[0] += d_out
-            counts[1] += d_dead
-            counts[2] += d_halted
+        d = shift(old, new)
+        if d is None:
+            return
+        st = self.state
+        for c in st.children[i]:
+            out, dead, halted = child_shift(old, new, c) if d is PER_CHILD else d
+            if out:
+                self._outstanding[c] = self.outstanding(c) + out
+            if dead:
+                v = self._dead.get(c)
+                self._dead[c] = (st.dead[c] if v is None else v) + dead
+            if halted:
+                v = self._halted.get(c)
+                self._halted[c] = (st.halted[c] if v is None else v) + halted
 
     def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
         old = self.record

@@ -21,7 +21,8 @@ _DEAD: Weights = (0, 1, 0)
 _BY_STATUS: dict[WorkflowStatus, Weights] = {
     s: _ARRIVED if s.can_continue else _HALTED if s.is_halt else _OPEN for s in WorkflowStatus
 }
-_NONE: list[tuple[int, int, int, int]] = []
+#: What :func:`shift` says when the change differs per child (an edge of the stage is dead, or it is merging).
+PER_CHILD: Weights = (0, 0, 0)
 #: The change of every edge out of a stage whose status goes from one to another (None: no change), when no
 #: edge of it is dead: what nearly every status change needs, looked up instead of computed.
 _DELTAS: dict[WorkflowStatus, dict[WorkflowStatus, Weights | None]] = {
@@ -54,22 +55,22 @@ def arrived(run: StageRun, child: int) -> bool:
     return edge_weights(run, child) is _ARRIVED
 
 
-def shifts(old: StageRun, new: StageRun, children: list[int]) -> list[tuple[int, int, int, int]]:
-    """``(child, d_outstanding, d_dead, d_halted)`` for each edge out of a stage whose weight its change changes.
+def shift(old: StageRun, new: StageRun) -> Weights | None:
+    """What a stage's change does to every edge out of it: None (nothing), one change for all, or PER_CHILD.
 
-    The one rule for the turn's overlay and the committed state. On the hot
-    path (a field update, or a status change within one kind) it returns at
-    once; without dropped edges every child's edge changes alike.
+    The one rule for the turn's overlay and the committed state (no allocation:
+    the changes are looked up). Without dead edges or a merging join, every
+    child's edge changes alike; otherwise ask :func:`child_shift` per child.
     """
-    if not (old.pruned or new.pruned or old.dropped or new.dropped or old.merging or new.merging):
-        d = _DELTAS[old.status][new.status]
-        return _NONE if d is None else [(c, d[0], d[1], d[2]) for c in children]
-    out = []
-    for c in children:
-        before, after = edge_weights(old, c), edge_weights(new, c)
-        if before is not after:
-            out.append((c, after[0] - before[0], after[1] - before[1], after[2] - before[2]))
-    return out
+    if old.pruned or new.pruned or old.dropped or new.dropped or old.merging or new.merging:
+        return PER_CHILD
+    return _DELTAS[old.status][new.status]
+
+
+def child_shift(old: StageRun, new: StageRun, child: int) -> Weights:
+    """What a stage's change does to its edge to ``child`` (for :data:`PER_CHILD`)."""
+    before, after = edge_weights(old, child), edge_weights(new, child)
+    return (after[0] - before[0], after[1] - before[1], after[2] - before[2])
 
 
 class WorkflowState:
@@ -116,10 +117,13 @@ class WorkflowState:
                 or old.dropped is not run.dropped
                 or old.merging is not run.merging
             ):
-                for c, d_out, d_dead, d_halted in shifts(old, run, self.children[i]):
-                    self.outstanding[c] += d_out
-                    self.dead[c] += d_dead
-                    self.halted[c] += d_halted
+                d = shift(old, run)
+                if d is not None:
+                    for c in self.children[i]:
+                        out, dead, halted = child_shift(old, run, c) if d is PER_CHILD else d
+                        self.outstanding[c] += out
+                        self.dead[c] += dead
+                        self.halted[c] += halted
 
     def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.
