@@ -54,10 +54,17 @@ def check_definition(
     return plain(dict(context or {}), what="workflow context (inputs)")
 
 
+#: The routing fields of a plain stage: none (the defaults; shared, never written).
+_PLAIN: dict[str, Any] = {}
+
+
+def _plain(s: Stage) -> bool:
+    """Whether a stage routes nothing (an AND join, no split, not a loop's)."""
+    return s.join_type is JoinType.AND and not s.split_conditions and s.loop is None
+
+
 def _routing(s: Stage, index: Mapping[str, int]) -> dict[str, Any]:
-    """A stage's routing fields that differ from the defaults (none for a plain AND-joined stage)."""
-    if s.join_type is JoinType.AND and not s.split_conditions and s.loop is None:
-        return {}
+    """A routing stage's routing fields."""
     return {
         "join_type": s.join_type,
         "join_threshold": s.join_threshold,
@@ -84,9 +91,13 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
             timeout=s.timeout,
             stage_timeout=s.stage_timeout,
             enabled=s.enabled,
-            output_reducers=s.output_reducers,
+            output_reducers=dict(s.output_reducers) if s.output_reducers else None,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
-            **_routing(s, index),
+            **(
+                _PLAIN
+                if s.join_type is JoinType.AND and not s.split_conditions and s.loop is None
+                else _routing(s, index)
+            ),
         )
         for i, s in enumerate(workflow.stages)
     ]

@@ -51,13 +51,22 @@ class Counts(NamedTuple):
         return self.outstanding - self.halted
 
 
+def and_join(requisites: int, outstanding: int, dead: int) -> Decision:
+    """AND and OR: start once every requisite has ended over a live edge or a dead one (pruned if all are dead).
+
+    Asked from three ints, so the kernel decides the common join without
+    building its :class:`Counts`.
+    """
+    if outstanding:
+        return Decision.WAIT
+    return Decision.PRUNE if dead == requisites else Decision.START
+
+
 def decide(spec: StageSpec, c: Counts) -> Decision:
     """The decision of ``spec``'s join policy for counts ``c`` (O(1))."""
     kind = spec.join_type
     if kind is JoinType.AND or kind is JoinType.OR:
-        if c.outstanding:
-            return Decision.WAIT
-        return Decision.PRUNE if c.dead == c.requisites else Decision.START
+        return and_join(c.requisites, c.outstanding, c.dead)
     if kind is JoinType.MULTI_MERGE:  # one run per arrival, one after the other
         if c.merges > c.fired:
             return Decision.START

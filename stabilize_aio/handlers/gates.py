@@ -32,6 +32,7 @@ def failure(kind: str, message: str, attempt: int = 1) -> ErrorInfo:
 
 def reduced(turn: Turn, i: int, spec: StageSpec) -> ErrorInfo | None:
     """Reduce the requisites' outputs into stage ``i``'s context (what its tasks see); an error: a reducer failed."""
+    assert spec.output_reducers is not None
     upstream = [turn.run(r).outputs for r in spec.reduce_from]
     try:
         values = reduce_outputs(spec.ref_id, spec.output_reducers, upstream, turn.reducers)
@@ -52,6 +53,7 @@ def enabled(turn: Turn, i: int, source: str) -> bool | ErrorInfo:
 
 def split_taken(turn: Turn, i: int, spec: StageSpec) -> set[int] | ErrorInfo:
     """The children an OR split takes (those without a condition always), over its context and outputs."""
+    assert spec.split_conditions is not None
     context = turn.stage_context(i)
     taken = set(turn.state.children[i])
     for c, source in spec.split_conditions.items():

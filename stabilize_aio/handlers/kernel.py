@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..dag.joins import Decision, decide
+from ..dag.joins import Decision, and_join, decide
 from ..messages.durable import RunTask, StageTimeout
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.routing import JoinType
@@ -33,6 +33,7 @@ from . import gates
 
 S = WorkflowStatus
 _MULTI_MERGE = JoinType.MULTI_MERGE
+_AND = JoinType.AND
 
 
 def begin(turn: Turn) -> None:
@@ -237,18 +238,13 @@ def _release(turn: Turn, i: int) -> None:
     Every MULTI_MERGE child notes the arrival first, before any child acts (one
     child's start may end another requisite of it in the same turn).
     """
-    children = turn.state.children[i]
-    ended = turn.run(i)
-    for c in children:
+    state = turn.state
+    for c in () if state.merges is None else state.merges[i]:
         child = turn.run(c)
-        if (
-            turn.spec(c).join_type is _MULTI_MERGE
-            and arrived(ended, c)
-            and (child.merging or not child.status.is_complete)
-        ):
+        if arrived(turn.run(i), c) and (child.merging or not child.status.is_complete):
             turn.update_stage(c, arrivals=(*child.arrivals, i))  # its run for this arrival may have to wait
     turn.holds += 1
-    for c in children:
+    for c in state.children[i]:
         child = turn.run(c)
         if child.status is S.NOT_STARTED or child.merging:
             arrive(turn, c)
@@ -260,7 +256,11 @@ def arrive(turn: Turn, c: int) -> None:
     """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn halted the run: nothing more is decided
-    decision = decide(turn.spec(c), turn.counts(c))
+    spec = turn.spec(c)
+    if spec.join_type is _AND:  # the common join, decided without building its counts
+        decision = and_join(len(spec.requisites), turn.outstanding(c), turn.dead(c))
+    else:
+        decision = decide(spec, turn.counts(c))
     if decision is Decision.WAIT:
         return
     if decision is Decision.START:

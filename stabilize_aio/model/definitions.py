@@ -9,6 +9,7 @@ are registered is checked by the engine at submit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -26,6 +27,9 @@ from .._ids import check_id
 from .conditions import parse
 from .routing import PARTIAL_JOINS, JoinType, LoopSpec, SplitType
 from .status import WorkflowStatus
+
+#: The empty mapping plain stages share (no allocation per stage; read-only).
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class Stage:
@@ -126,7 +130,7 @@ class Stage:
         ctx = plain(dict(context or {}), what="context", stage=ref_id)
         if enabled is not None:
             parse(enabled, stage=ref_id, what="enabled")  # refused here if it does not parse
-        reducers = dict(output_reducers or {})
+        reducers: Mapping[str, str] = dict(output_reducers) if output_reducers else _EMPTY
         for key, reducer in reducers.items():
             if not isinstance(key, str) or not isinstance(reducer, str) or not reducer:
                 raise DefinitionError(
@@ -190,10 +194,10 @@ def _join(
 
 def _split(
     ref_id: str, split_type: SplitType | str, conditions: Mapping[str, str] | None
-) -> tuple[SplitType, dict[str, str]]:
+) -> tuple[SplitType, Mapping[str, str]]:
     """The split kind and its conditions, each parsed (which downstream they name is checked by Workflow)."""
     if split_type is SplitType.AND and not conditions:
-        return SplitType.AND, {}  # the default, at once: most stages
+        return SplitType.AND, _EMPTY  # the default, at once: most stages
     try:
         kind = SplitType(split_type.upper() if isinstance(split_type, str) else split_type)
     except ValueError:

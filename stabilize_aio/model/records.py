@@ -34,12 +34,12 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     timeout: float | None = None
     stage_timeout: float | None = None
     enabled: str | None = None  # a condition (model/conditions.py): false when ready -> SKIPPED
-    output_reducers: dict[str, str] = {}  # output key -> reducer name (model/reducers.py)
+    output_reducers: dict[str, str] | None = None  # output key -> reducer name (model/reducers.py)
     reduce_from: tuple[int, ...] = ()  # the requisites whose outputs are reduced, in declared order
     join_type: JoinType = JoinType.AND  # how it starts from its requisites (dag/joins.py)
     join_threshold: int = 0  # N_OF_M: how many requisites must arrive (DISCRIMINATOR: 1)
     cancel_remaining: bool = False  # a partial join prunes the requisites that have not ended when it starts
-    split_conditions: dict[int, str] = {}  # an OR split: child index -> condition (children without one: taken)
+    split_conditions: dict[int, str] | None = None  # an OR split: child index -> condition (no condition: taken)
     loop: LoopSpec | None = None  # a loop control stage (model/routing.py)
 
     def failure_status(self) -> WorkflowStatus:

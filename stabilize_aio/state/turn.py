@@ -15,7 +15,7 @@ from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
 from .commit import Commit, Effects
-from .workflow import PER_CHILD, WorkflowState, child_shift, shift
+from .workflow import PER_CHILD, Weights, WorkflowState, child_shift, shift
 
 
 class Turn:
@@ -51,8 +51,8 @@ class Turn:
         self._record: WorkflowRecord | None = None
         # a stage's counts as this turn changed them (outstanding, dead and halted requisites):
         self._outstanding: dict[int, int] = {}
-        self._dead: dict[int, int] = {}
-        self._halted: dict[int, int] = {}
+        self._dead: dict[int, int] | None = None  # (made when a pattern first needs them)
+        self._halted: dict[int, int] | None = None
         self._active = state.active
         #: Open loops over stages about to start (the start turn's roots, a stage's children): while one is
         #: open, the run does not complete (a stage about to start would start in a finished run).
@@ -79,16 +79,20 @@ class Turn:
         v = self._outstanding.get(i)
         return v if v is not None else self.state.outstanding[i]
 
+    def dead(self, i: int) -> int:
+        """How many edges into stage ``i`` are dead, in this turn."""
+        v = None if self._dead is None else self._dead.get(i)
+        return v if v is not None else self.state.dead[i]
+
     def counts(self, i: int) -> Counts:
         """Stage ``i``'s requisites as counted in this turn (what its join policy decides from)."""
         st = self.state
         run = self.run(i)
-        dead = self._dead.get(i)
-        halted = self._halted.get(i)
+        halted = None if self._halted is None else self._halted.get(i)
         return Counts(
             len(st.specs[i].requisites),
             self.outstanding(i),
-            st.dead[i] if dead is None else dead,
+            self.dead(i),
             st.halted[i] if halted is None else halted,
             run.fired,
             len(run.arrivals),
@@ -127,28 +131,29 @@ class Turn:
             or old.dropped is not new.dropped
             or old.merging is not new.merging
         ):
-            self._shift(i, old, new)
+            d = shift(old, new)
+            if d is not None:
+                self._shift(i, old, new, d)
         self._runs[i] = new
         commit = self.commit
         commit.base_versions.setdefault(i, self.state.runs[i].version)
         commit.stages[i] = new
 
-    def _shift(self, i: int, old: StageRun, new: StageRun) -> None:
-        """Move stage ``i``'s children's counts in this turn by what its change does to its edges."""
-        d = shift(old, new)
-        if d is None:
-            return
+    def _shift(self, i: int, old: StageRun, new: StageRun, d: Weights) -> None:
+        """Move stage ``i``'s children's counts in this turn by ``d`` (what its change does to its edges)."""
         st = self.state
         for c in st.children[i]:
             out, dead, halted = child_shift(old, new, c) if d is PER_CHILD else d
             if out:
                 self._outstanding[c] = self.outstanding(c) + out
             if dead:
-                v = self._dead.get(c)
-                self._dead[c] = (st.dead[c] if v is None else v) + dead
+                changed = self._dead = {} if self._dead is None else self._dead
+                v = changed.get(c)
+                changed[c] = (st.dead[c] if v is None else v) + dead
             if halted:
-                v = self._halted.get(c)
-                self._halted[c] = (st.halted[c] if v is None else v) + halted
+                changed = self._halted = {} if self._halted is None else self._halted
+                v = changed.get(c)
+                changed[c] = (st.halted[c] if v is None else v) + halted
 
     def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
         old = self.record

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from typing import Any
 
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord
+from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from .commit import Commit
 
 _SKIPPED = WorkflowStatus.SKIPPED
+_LONG = array("l").itemsize
 
 Weights = tuple[int, int, int]  # what one edge adds to its child's (outstanding, dead, halted)
 
@@ -76,19 +79,39 @@ def child_shift(old: StageRun, new: StageRun, child: int) -> Weights:
 class WorkflowState:
     """A live workflow in memory: records plus derived indices. Owned by one actor."""
 
-    __slots__ = ("_ancestors", "active", "children", "dead", "halted", "outstanding", "record", "runs", "specs")
+    __slots__ = (
+        "_ancestors",
+        "active",
+        "children",
+        "dead",
+        "halted",
+        "merges",
+        "outstanding",
+        "record",
+        "runs",
+        "specs",
+    )
 
     def __init__(self, record: WorkflowRecord, specs: list[StageSpec], runs: list[StageRun]) -> None:
         self.record = record
         self.specs = specs
         self.runs = runs
-        self.children: list[list[int]] = [[] for _ in specs]
+        children: list[list[int]] = [[] for _ in specs]
+        merges: list[tuple[int, ...]] | None = None
         for spec in specs:
             for req in spec.requisites:
-                self.children[req].append(spec.index)
-        self.outstanding = [0] * len(specs)
-        self.dead = [0] * len(specs)
-        self.halted = [0] * len(specs)
+                children[req].append(spec.index)
+            if spec.join_type is JoinType.MULTI_MERGE:
+                merges = merges or [()] * len(specs)
+                for req in spec.requisites:
+                    merges[req] = (*merges[req], spec.index)
+        # (tuples and arrays of ints: what a live workflow keeps costs the garbage collector nothing to scan)
+        self.children: list[tuple[int, ...]] = [tuple(c) for c in children]
+        #: Per stage, its MULTI_MERGE children (which note each arrival); None without such joins.
+        self.merges: tuple[tuple[int, ...], ...] | None = None if merges is None else tuple(merges)
+        self.outstanding = array("l", bytes(_LONG * len(specs)))
+        self.dead = array("l", bytes(_LONG * len(specs)))
+        self.halted = array("l", bytes(_LONG * len(specs)))
         for spec in specs:
             for r in spec.requisites:
                 out, dead, halted = edge_weights(runs[r], spec.index)
