@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import complete_stage, drop_pending, maybe_complete, start_stage
+from .kernel import complete_stage, maybe_complete, reset, start_stage
 
 S = WorkflowStatus
 
@@ -90,36 +89,6 @@ def _between(turn: Turn, t: int, i: int) -> list[int]:
     scope = {t, i}
     scope.update(k for k in state.ancestors(i) if t in state.ancestors(k))
     return sorted(scope)
-
-
-def reset(turn: Turn, k: int) -> None:
-    """Put stage ``k`` back to NOT_STARTED as a new generation (a running call is cancelled, its rows dropped)."""
-    run = turn.run(k)
-    if run.status in LIVE:
-        drop_pending(turn, k, run)
-    turn.set_stage(
-        k,
-        S.NOT_STARTED,
-        reset=True,
-        generation=run.generation + 1,
-        outputs={},
-        context_update={},
-        task_index=0,
-        attempt=1,
-        polls=0,
-        failed_continue=False,
-        error=None,
-        started_at=None,
-        ended_at=None,
-        run_id=None,
-        timer_id=None,
-        parked=False,
-        pruned=False,
-        dropped=(),
-        fired=0,
-        arrivals=(),
-        merging=False,
-    )
 
 
 def _fail(turn: Turn, i: int, message: str) -> None:

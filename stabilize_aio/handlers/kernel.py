@@ -61,7 +61,7 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.run(i).status is not S.NOT_STARTED:
         if not turn.run(i).merging:
             return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
-        _merge_reset(turn, i)
+        reset(turn, i, merge_run=True)
     if spec.join_type is _MULTI_MERGE:
         _merge_run(turn, i)
     if spec.output_reducers:
@@ -330,11 +330,26 @@ def _merge_run(turn: Turn, i: int) -> None:
     turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update=context)
 
 
-def _merge_reset(turn: Turn, i: int) -> None:
-    """A MULTI_MERGE join between runs goes back to NOT_STARTED, a new generation, for its next run."""
-    run = turn.run(i)
+def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
+    """Put stage ``k`` back to NOT_STARTED as a new generation (new idempotency keys); a running call is cancelled.
+
+    ``merge_run``: the next run of a MULTI_MERGE join between runs, which keeps
+    its last run's outputs (until this run begins) and the arrivals it noted.
+    """
+    run = turn.run(k)
+    if run.status in LIVE:
+        drop_pending(turn, k, run)
+    if merge_run:
+        kept = {
+            "outputs": run.outputs,
+            "context_update": run.context_update,
+            "fired": run.fired,
+            "arrivals": run.arrivals,
+        }
+    else:
+        kept = {"outputs": {}, "context_update": {}, "fired": 0, "arrivals": ()}
     turn.set_stage(
-        i,
+        k,
         S.NOT_STARTED,
         reset=True,
         generation=run.generation + 1,
@@ -345,7 +360,13 @@ def _merge_reset(turn: Turn, i: int) -> None:
         error=None,
         started_at=None,
         ended_at=None,
+        run_id=None,
+        timer_id=None,
+        parked=False,
+        pruned=False,
+        dropped=(),
         merging=False,
+        **kept,
     )
 
 
