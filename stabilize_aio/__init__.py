@@ -33,8 +33,8 @@ from ._errors import WorkflowNotFound as WorkflowNotFound
 from ._run import WorkflowRun as WorkflowRun
 from .cluster.schedules import ScheduleInfo as ScheduleInfo
 from .model.definitions import Stage as Stage
-from .model.definitions import TaskResult as TaskResult
 from .model.definitions import Workflow as Workflow
+from .model.results import TaskResult as TaskResult
 from .model.retry import RetryPolicy as RetryPolicy
 from .model.routing import JoinType as JoinType
 from .model.routing import SplitType as SplitType

@@ -14,7 +14,8 @@ import anyio
 
 from .._engine import Engine
 from .._errors import TransientError
-from ..model.definitions import Stage, TaskResult, Workflow
+from ..model.definitions import Stage, Workflow
+from ..model.results import TaskResult
 from ..model.status import WorkflowStatus
 from ..model.views import StageView, WorkflowView
 

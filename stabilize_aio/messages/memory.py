@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from ..model.definitions import TaskResult
+from ..model.results import TaskResult
 from ..model.retry import RetryPolicy
 from ..model.values import ErrorInfo, QuarantineRow
 from .durable import Durable, RunTask

@@ -25,7 +25,7 @@ from .._codec import plain
 from .._errors import EncodingError, TransientError
 from ..messages.durable import RunTask
 from ..messages.memory import TaskDone, TaskOutcome
-from ..model.definitions import TaskResult
+from ..model.results import TaskResult
 from ..model.values import ErrorInfo
 from ..model.views import StageView
 from ..resilience.breaker import BreakerStatistics, CircuitBreaker

@@ -15,7 +15,7 @@ from ..model.retry import RetryPolicy
 from ..resilience.breaker import CircuitBreakerPolicy
 
 if TYPE_CHECKING:
-    from ..model.definitions import TaskResult
+    from ..model.results import TaskResult
     from ..model.views import StageView
 
 

@@ -1,0 +1,136 @@
+"""What a task returns: :class:`TaskResult`, built with its class methods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .status import WorkflowStatus
+
+
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What a task returns. Build it with the class methods.
+
+    ``outputs`` are merged into the stage's outputs (what downstream stages see);
+    ``context`` is a context update kept for the next call of this stage's tasks.
+    """
+
+    status: WorkflowStatus
+    outputs: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    error: str | None = None
+    target: str | None = None  # jump_to: the ref id of the stage to jump to
+
+    @classmethod
+    def success(
+        cls, *, outputs: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None
+    ) -> TaskResult:
+        """The task succeeded; the stage moves to its next task."""
+        return cls(status=WorkflowStatus.SUCCEEDED, outputs=dict(outputs or {}), context=dict(context or {}))
+
+    @classmethod
+    def running(
+        cls, *, outputs: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None
+    ) -> TaskResult:
+        """Not done yet: call the task again after its poll interval, context kept."""
+        return cls(status=WorkflowStatus.RUNNING, outputs=dict(outputs or {}), context=dict(context or {}))
+
+    @classmethod
+    def failed_continue(
+        cls,
+        error: str | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """Failed, but the stage and its downstream go on; the stage ends FAILED_CONTINUE."""
+        return cls(
+            status=WorkflowStatus.FAILED_CONTINUE,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            error=error,
+        )
+
+    @classmethod
+    def terminal(
+        cls,
+        error: str | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """Failed for good: the stage fails (TERMINAL unless the stage says otherwise)."""
+        return cls(
+            status=WorkflowStatus.TERMINAL,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            error=error,
+        )
+
+    @classmethod
+    def stopped(
+        cls,
+        error: str | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """Stop this branch: the stage ends STOPPED, other branches go on."""
+        return cls(
+            status=WorkflowStatus.STOPPED,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            error=error,
+        )
+
+    @classmethod
+    def jump_to(
+        cls,
+        target: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """Go on at stage ``target`` instead of downstream (dynamic routing), in one turn.
+
+        ``context`` is merged into the target's context; ``outputs`` become this
+        stage's outputs. A jump back (to this stage or one of its ancestors)
+        resets the target and every stage between it and this one (each a new
+        generation, so new idempotency keys); a jump forward skips the stages
+        only this stage's branch would have run. Each jump counts against the
+        workflow's ``max_jumps``. See docs/patterns.md, "Jumps".
+        """
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"jump_to() takes a stage ref id, got {target!r}")
+        return cls(
+            status=WorkflowStatus.REDIRECT,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            target=target,
+        )
+
+    @classmethod
+    def suspend(cls, *, context: Mapping[str, Any] | None = None) -> TaskResult:
+        """Wait for a signal: the stage stays SUSPENDED until ``engine.signal(...)`` resumes it.
+
+        The task is then called again with ``_signal_name`` and ``_signal_data`` in its context.
+        """
+        return cls(status=WorkflowStatus.SUSPENDED, context=dict(context or {}))
+
+    @classmethod
+    def canceled(
+        cls,
+        error: str | None = None,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        """The task gave up: as in stabilize, the stage takes its failure status."""
+        return cls(
+            status=WorkflowStatus.CANCELED,
+            outputs=dict(outputs or {}),
+            context=dict(context or {}),
+            error=error,
+        )
