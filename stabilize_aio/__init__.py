@@ -34,6 +34,7 @@ from ._run import WorkflowRun as WorkflowRun
 from .cluster.schedules import ScheduleInfo as ScheduleInfo
 from .model.definitions import Stage as Stage
 from .model.definitions import Workflow as Workflow
+from .model.plans import StagePlan as StagePlan
 from .model.results import TaskResult as TaskResult
 from .model.retry import RetryPolicy as RetryPolicy
 from .model.routing import JoinType as JoinType
@@ -65,6 +66,7 @@ __all__ = (
     "Task",
     "TaskOptions",
     "TaskResult",
+    "StagePlan",
     "JoinType",
     "SplitType",
     "RetryPolicy",

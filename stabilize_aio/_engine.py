@@ -20,17 +20,15 @@ import anyio.abc
 from ._clock import SYSTEM_CLOCK, Clock
 from ._codec import plain
 from ._config import DEFAULT_URL, EngineConfig
-from ._errors import (
-    ConcurrencyError,
-    EngineStateError,
-)
+from ._errors import ConcurrencyError, EngineStateError
 from ._ids import check_id
 from ._lifecycle import Life, Lifecycle
 from ._run import WorkflowRun
 from .cluster.leader import LeaderServices
 from .cluster.schedules import ScheduleInfo, Schedules
-from .dag.compile import check_definition, compile_workflow
+from .dag.compile import Prepared, prepare
 from .model.definitions import Workflow
+from .model.plans import StageType
 from .model.reducers import Reducer
 from .model.status import WorkflowStatus
 from .model.values import Event
@@ -49,6 +47,7 @@ __all__ = ("Engine",)
 log = logging.getLogger("stabilize_aio.engine")
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=Reducer)
+T = TypeVar("T", bound=StageType)
 
 
 class Engine:
@@ -105,17 +104,19 @@ class Engine:
     def register(self, name: str, task: Any, **options: Unpack[TaskOptionArgs]) -> None:
         """Register a function, a :class:`Task` instance or a Task class as task type ``name``.
 
-        Options (each None for its default, see :class:`TaskOptions`): ``concurrency``,
-        ``backlog``, ``timeout``, ``retry``, ``poll_interval``, ``breaker``.
-
-        Raises:
-            RegistrationError: after start, a duplicate name, or bad options.
+        Options (each None for its default, see :class:`TaskOptions`): ``concurrency``, ``backlog``,
+        ``timeout``, ``retry``, ``poll_interval``, ``breaker``. RegistrationError: after start, a
+        duplicate name, or bad options.
         """
         self._registry.add_task(name, task, **options)
 
     def reducer(self, name: str) -> Callable[[R], R]:
         """Register the decorated ``fn(values: list) -> value`` as output reducer ``name`` (before start)."""
         return registering(functools.partial(self._registry.add_reducer, name))
+
+    def stage_type(self, name: str) -> Callable[[T], T]:
+        """Register the decorated ``fn(stage) -> StagePlan`` as stage type ``name`` (before start; used at submit)."""
+        return registering(functools.partial(self._registry.add_type, name))
 
     # lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -195,13 +196,12 @@ class Engine:
         runtime = self._require_running()
         if workflow_id is not None:
             check_id(workflow_id)
-        template, specs = compile_workflow(workflow, self._check(workflow, context, "submit"))
+        template, specs = self._prepare(workflow, context, "submit")
         return WorkflowRun(self, await runtime.start_run(template, specs, workflow_id))
 
-    def _check(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-        registry = self._registry
-        registered = None if self.config.client else registry.definitions
-        return check_definition(workflow, context, registered=registered, reducers=registry.reducers, what=what)
+    def _prepare(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> Prepared:
+        r, known = self._registry, None if self.config.client else self._registry.definitions
+        return prepare(workflow, context, registered=known, reducers=r.reducers, types=r.types, what=what)
 
     async def schedule(
         self,
@@ -225,7 +225,7 @@ class Engine:
         """
         self._require_running()
         check_id(name, what="schedule name")
-        template, specs = compile_workflow(workflow, self._check(workflow, context, "schedule"))
+        template, specs = self._prepare(workflow, context, "schedule")
         return await self._schedules.put(name, template, specs, cron=cron, first_at=first_at)
 
     async def unschedule(self, name: str) -> bool:

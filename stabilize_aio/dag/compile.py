@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import msgspec
+
 from .._codec import plain
 from .._errors import UnknownTaskError
 from ..model.definitions import Stage, Workflow
+from ..model.plans import StageType
 from ..model.records import StageSpec, WorkflowRecord
 from ..model.reducers import BUILTIN, ReducerError
 from ..model.routing import JoinType
+from .expand import expand_types
 
 
 def check_definition(
@@ -37,12 +41,12 @@ def check_definition(
         raise TypeError(f"{what}() takes a Workflow, not {type(workflow).__name__}")
     if registered is not None:
         for stage in workflow.stages:
-            for task in stage.tasks:
+            for ref, task in _tasks_of(stage):
                 if task not in registered:
                     raise UnknownTaskError(
-                        f"stage {stage.ref_id!r}: task type {task!r} is not registered "
+                        f"stage {ref!r}: task type {task!r} is not registered "
                         f"(registered: {', '.join(sorted(registered)) or 'none'})",
-                        stage=stage.ref_id,
+                        stage=ref,
                     )
             for key, name in stage.output_reducers.items():
                 if name not in BUILTIN and name not in reducers:
@@ -52,6 +56,18 @@ def check_definition(
                         stage=stage.ref_id,
                     )
     return plain(dict(context or {}), what="workflow context (inputs)")
+
+
+def _tasks_of(stage: Stage) -> list[tuple[str, str]]:
+    """(ref id, task type) of every task a stage runs, its synthetic stages' included."""
+    out = [(stage.ref_id, t) for t in stage.tasks]
+    for child in _synthetic_of(stage):
+        out.extend((f"{stage.ref_id}/{child.ref_id}", t) for t in child.tasks)
+    return out
+
+
+def _synthetic_of(stage: Stage) -> tuple[Stage, ...]:
+    return (*stage.before, *stage.after, *stage.on_failure)
 
 
 #: The routing fields of a plain stage: none (the defaults; shared, never written).
@@ -72,6 +88,63 @@ def _routing(s: Stage, index: Mapping[str, int]) -> dict[str, Any]:
         "split_conditions": {index[down]: source for down, source in s.split_conditions.items()},
         "loop": s.loop,
     }
+
+
+def _with_synthetic(workflow: Workflow, specs: list[StageSpec]) -> list[StageSpec]:
+    """The specs with each stage's synthetic stages appended (indices after the workflow's own stages)."""
+    out = list(specs)
+    for i, s in enumerate(workflow.stages):
+        roles: dict[str, list[int]] = {"before": [], "after": [], "on_failure": []}
+        for role, children in (("before", s.before), ("after", s.after), ("on_failure", s.on_failure)):
+            for c in children:
+                k = len(out)
+                roles[role].append(k)
+                out.append(
+                    StageSpec(
+                        ref_id=f"{s.ref_id}/{c.ref_id}",
+                        index=k,
+                        name=c.name if c.name != c.ref_id else f"{s.ref_id}/{c.ref_id}",
+                        tasks=c.tasks,
+                        context=c.context,
+                        requisites=(),
+                        continue_on_failure=c.continue_on_failure,
+                        fail_workflow=c.fail_workflow,
+                        complete_other_branches_then_fail=c.complete_other_branches_then_fail,
+                        timeout=c.timeout,
+                        stage_timeout=c.stage_timeout,
+                        enabled=c.enabled,
+                        parent=i,
+                        role=role,
+                    )
+                )
+        out[i] = msgspec.structs.replace(
+            out[i],
+            before=tuple(roles["before"]),
+            after=tuple(roles["after"]),
+            on_failure=tuple(roles["on_failure"]),
+            type=s.type,
+        )
+    return out
+
+
+#: What the door makes of a definition: the run's record template and its stage specs.
+Prepared = tuple[WorkflowRecord, list[StageSpec]]
+
+
+def prepare(
+    workflow: Workflow,
+    context: Mapping[str, Any] | None,
+    *,
+    registered: Collection[str] | None,
+    reducers: Collection[str],
+    types: Mapping[str, StageType],
+    what: str,
+) -> Prepared:
+    """The door: stage types expanded, the definition checked (:func:`check_definition`), then compiled."""
+    if isinstance(workflow, Workflow):
+        workflow = expand_types(workflow, types)
+    inputs = check_definition(workflow, context, registered=registered, reducers=reducers, what=what)
+    return compile_workflow(workflow, inputs)
 
 
 def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[WorkflowRecord, list[StageSpec]]:
@@ -101,6 +174,8 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
         )
         for i, s in enumerate(workflow.stages)
     ]
+    if any(s.before or s.after or s.on_failure or s.type for s in workflow.stages):
+        specs = _with_synthetic(workflow, specs)
     record = WorkflowRecord(
         id="", application=workflow.application, name=workflow.name, inputs=inputs, max_jumps=workflow.max_jumps
     )

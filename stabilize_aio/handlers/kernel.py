@@ -32,6 +32,8 @@ from ..state.workflow import arrived
 from . import gates
 
 S = WorkflowStatus
+#: The ends of a stage that run its on_failure stages first.
+FAILURES = frozenset({S.TERMINAL, S.STOPPED, S.FAILED_CONTINUE})
 _MULTI_MERGE = JoinType.MULTI_MERGE
 _AND = JoinType.AND
 
@@ -42,7 +44,7 @@ def begin(turn: Turn) -> None:
     turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
     turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
-        if not spec.requisites:
+        if not spec.requisites and spec.parent is None:  # (synthetic stages start with their stage)
             start_stage(turn, i)  # (a root an earlier root's join pruned is not started: start_stage checks)
     turn.holds -= 1
     maybe_complete(turn)
@@ -58,6 +60,8 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
+    if turn.record.halting and spec.role != "on_failure":
+        return  # a failed stage's on_failure stages run before the run ends: nothing else starts
     if turn.run(i).status is not S.NOT_STARTED:
         if not turn.run(i).merging:
             return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
@@ -113,10 +117,28 @@ class TaskStage:
     name = "tasks"
 
     def begin(self, turn: Turn, i: int) -> None:
-        if turn.spec(i).tasks:
-            emit_run(turn, i, deliver_at=None)
+        before = turn.spec(i).before
+        if before:  # its synthetic before stages first, one after another (handlers/synthetic.py)
+            start_stage(turn, before[0])
         else:
-            complete_stage(turn, i, S.SUCCEEDED)
+            run_tasks(turn, i)
+
+
+def run_tasks(turn: Turn, i: int) -> None:
+    """Stage ``i`` runs its tasks (its first task now), or, without tasks, is done with them at once."""
+    if turn.spec(i).tasks:
+        emit_run(turn, i, deliver_at=None)
+    else:
+        tasks_done(turn, i)
+
+
+def tasks_done(turn: Turn, i: int) -> None:
+    """Stage ``i``'s last task succeeded: its after stages run, or it succeeds (FAILED_CONTINUE if one failed so)."""
+    after = turn.spec(i).after
+    if after:
+        start_stage(turn, after[0])
+    else:
+        complete_stage(turn, i, S.FAILED_CONTINUE if turn.run(i).failed_continue else S.SUCCEEDED)
 
 
 #: The one task-stage kind (kinds hold no state: one instance serves every stage).
@@ -192,6 +214,13 @@ def complete_stage(
     if run.status is S.SUSPENDED:  # a deadline on a signal wait: the stage resumes to end (the table's way)
         run = turn.set_stage(i, S.RUNNING)
     spec = turn.spec(i)
+    if spec.before or spec.after or spec.on_failure:
+        from . import synthetic  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        if spec.on_failure and status in FAILURES and run.held is None and pruned is None:
+            synthetic.fail_over(turn, i, status, error)  # its on_failure stages run first
+            return
+        synthetic.cancel_children(turn, i)
     if spec.split_conditions and status is S.SUCCEEDED and dropped is None:
         taken = gates.split_taken(turn, i, spec)
         if isinstance(taken, ErrorInfo):  # a condition could not be evaluated: the split stage fails
@@ -220,6 +249,11 @@ def complete_stage(
         )
     else:
         turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=status)
+    if spec.parent is not None:
+        from . import synthetic  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        synthetic.ended(turn, i, status)  # a synthetic stage's end is its stage's business
+        return
     if status is S.TERMINAL:
         cancel_stages(turn, include_not_started=False)
         finish(turn, S.TERMINAL)
@@ -254,7 +288,7 @@ def _release(turn: Turn, i: int) -> None:
 
 def arrive(turn: Turn, c: int) -> None:
     """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
-    if turn.record.status is not S.RUNNING:
+    if turn.record.status is not S.RUNNING or turn.record.halting:
         return  # an earlier stage of this turn halted the run: nothing more is decided
     spec = turn.spec(c)
     if spec.join_type is _AND:  # the common join, decided without building its counts
@@ -339,6 +373,10 @@ def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
     run = turn.run(k)
     if run.status in LIVE:
         drop_pending(turn, k, run)
+    spec = turn.spec(k)
+    for c in (*spec.before, *spec.after, *spec.on_failure):  # its synthetic stages start again with it
+        if turn.run(c).status is not S.NOT_STARTED:
+            reset(turn, c)
     if merge_run:
         kept = {
             "outputs": run.outputs,
@@ -366,6 +404,7 @@ def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
         pruned=False,
         dropped=(),
         merging=False,
+        held=None,
         **kept,
     )
 
@@ -386,11 +425,12 @@ def maybe_complete(turn: Turn) -> None:
     """
     if turn.active or turn.holds or turn.record.status is not S.RUNNING:
         return
-    statuses = [run.status for _, run in turn.runs()]
+    own = [(i, run) for i, run in turn.runs() if turn.spec(i).parent is None]  # (synthetic: their stage's business)
+    statuses = [run.status for _, run in own]
     if S.TERMINAL in statuses:
         final = S.TERMINAL
     elif S.STOPPED in statuses:
-        fail = any(run.status is S.STOPPED and turn.spec(i).complete_other_branches_then_fail for i, run in turn.runs())
+        fail = any(run.status is S.STOPPED and turn.spec(i).complete_other_branches_then_fail for i, run in own)
         final = S.TERMINAL if fail else S.SUCCEEDED
     elif S.CANCELED in statuses:
         final = S.CANCELED
@@ -406,9 +446,14 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
     turn.finish()
 
 
-def cancel_stages(turn: Turn, *, include_not_started: bool) -> None:
-    """Cancel every live stage (their rows and calls too) and, if asked, the ones not started."""
+def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = None) -> None:
+    """Cancel every live stage (their rows and calls too) and, if asked, the ones not started.
+
+    ``keep``: a stage (and its synthetic stages) left running (a failed stage whose on_failure stages run).
+    """
     for i, run in list(turn.runs()):
+        if keep is not None and (i == keep or turn.spec(i).parent == keep):
+            continue
         if run.status in LIVE:
             drop_pending(turn, i, run)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)

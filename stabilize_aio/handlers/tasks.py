@@ -20,7 +20,7 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .jumps import jump
-from .kernel import call_key, complete_stage, current, emit_run
+from .kernel import call_key, complete_stage, current, emit_run, tasks_done
 from .signals import resume
 
 S = WorkflowStatus
@@ -117,7 +117,7 @@ def next_task(turn: Turn, i: int) -> None:
         turn.update_stage(i, task_index=run.task_index + 1, attempt=1, polls=0)
         emit_run(turn, i, deliver_at=None)
         return
-    complete_stage(turn, i, S.FAILED_CONTINUE if run.failed_continue else S.SUCCEEDED)
+    tasks_done(turn, i)
 
 
 def task_error(turn: Turn, i: int, run: StageRun, msg: TaskDone) -> None:

@@ -23,6 +23,7 @@ from .._errors import (
 )
 from .._ids import check_id
 from .conditions import parse
+from .plans import synthetic
 from .routing import PARTIAL_JOINS, JoinType, LoopSpec, SplitType
 
 #: The empty mapping plain stages share (no allocation per stage; read-only).
@@ -62,9 +63,18 @@ class Stage:
             ``split_conditions`` hold when this stage succeeds.
         split_conditions: downstream ref id -> condition over this stage's
             context and outputs (a downstream without one is always taken).
+        before: stages run one after another before this stage's tasks (ref
+            ids ``<ref_id>/<child>``; a failing one fails this stage).
+        after: stages run one after another once its tasks succeed; this
+            stage succeeds after them.
+        on_failure: stages run one after another when it fails; it stays failed.
+        type: a registered stage type (``@engine.stage_type``) whose plan gives
+            the tasks and synthetic stages, expanded at submit.
     """
 
     __slots__ = (
+        "after",
+        "before",
         "cancel_remaining",
         "complete_other_branches_then_fail",
         "context",
@@ -75,6 +85,7 @@ class Stage:
         "join_type",
         "loop",
         "name",
+        "on_failure",
         "output_reducers",
         "ref_id",
         "requisites",
@@ -83,6 +94,7 @@ class Stage:
         "stage_timeout",
         "tasks",
         "timeout",
+        "type",
     )
 
     def __init__(
@@ -106,6 +118,10 @@ class Stage:
         cancel_remaining: bool = False,
         split_type: SplitType | str = SplitType.AND,
         split_conditions: Mapping[str, str] | None = None,
+        before: Sequence[Stage] | None = None,
+        after: Sequence[Stage] | None = None,
+        on_failure: Sequence[Stage] | None = None,
+        type: str | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -155,6 +171,18 @@ class Stage:
         self.split_type, self.split_conditions = _split(ref_id, split_type, split_conditions)
         #: A loop control stage (set by ``stabilize_aio.patterns``), else None.
         self.loop: LoopSpec | None = None
+        if type is not None and (not isinstance(type, str) or not type):
+            raise DefinitionError(f"stage {ref_id!r}: type must be a stage type's name, got {type!r}", stage=ref_id)
+        if type is not None and (names or before or after or on_failure):
+            raise DefinitionError(
+                f"stage {ref_id!r}: a stage of type {type!r} gets its tasks and synthetic stages from the type",
+                stage=ref_id,
+            )
+        #: The registered stage type whose plan this stage takes at submit, else None.
+        self.type = type
+        self.before = synthetic(ref_id, "before", before)
+        self.after = synthetic(ref_id, "after", after)
+        self.on_failure = synthetic(ref_id, "on_failure", on_failure)
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"
@@ -240,10 +268,19 @@ class Workflow:
                 raise DuplicateStageError(f"stage {stage.ref_id!r}: duplicate ref id", stage=stage.ref_id)
             seen[stage.ref_id] = i
         for stage in self.stages:
+            for child in (*stage.before, *stage.after, *stage.on_failure):
+                full = f"{stage.ref_id}/{child.ref_id}"
+                if full in seen:
+                    raise DuplicateStageError(
+                        f"stage {stage.ref_id!r}: its synthetic stage {full!r} has the ref id of another stage",
+                        stage=stage.ref_id,
+                    )
+                seen[full] = -1  # (not a requisite anyone may name: refused below)
+        for stage in self.stages:
             for req in stage.requisites:
                 if req == stage.ref_id:
                     raise UnknownRequisiteError(f"stage {stage.ref_id!r}: depends on itself", stage=stage.ref_id)
-                if req not in seen:
+                if seen.get(req, -1) < 0:
                     raise UnknownRequisiteError(
                         f"stage {stage.ref_id!r}: unknown requisite {req!r}", stage=stage.ref_id
                     )

@@ -41,6 +41,12 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     cancel_remaining: bool = False  # a partial join prunes the requisites that have not ended when it starts
     split_conditions: dict[int, str] | None = None  # an OR split: child index -> condition (no condition: taken)
     loop: LoopSpec | None = None  # a loop control stage (model/routing.py)
+    before: tuple[int, ...] = ()  # synthetic stages run before its tasks, in order (model/plans.py)
+    after: tuple[int, ...] = ()  # ... after them, once they succeed
+    on_failure: tuple[int, ...] = ()  # ... when it fails
+    parent: int | None = None  # a synthetic stage: the stage it belongs to
+    role: str | None = None  # a synthetic stage: "before", "after" or "on_failure"
+    type: str | None = None  # the stage type whose plan it was built from
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -74,6 +80,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     dropped: tuple[int, ...] = ()  # children whose edge from this stage is dead (an OR split, a forward jump)
     fired: int = 0  # a MULTI_MERGE join: how many of its runs have started
     arrivals: tuple[int, ...] = ()  # a MULTI_MERGE join: the requisites that arrived, in order (one run each)
+    held: WorkflowStatus | None = None  # a failed stage running its on_failure stages: the status it ends with
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 
@@ -91,6 +98,7 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ended_at: float | None = None
     cancel_reason: str | None = None
     error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
+    halting: bool = False  # a stage's on_failure stages run before the run ends TERMINAL: nothing else starts
     jumps: int = 0  # jumps taken by the run (loop jumps not counted)
     max_jumps: int = 10  # the budget of jumps (Workflow(max_jumps=...))
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Union
 import msgspec
 
 from .._errors import RegistrationError
+from ..model.plans import StageType
 from ..model.reducers import BUILTIN, Reducer
 from ..model.retry import RetryPolicy
 from ..resilience.breaker import CircuitBreakerPolicy
@@ -115,13 +116,14 @@ def registering(add: Callable[[T], object]) -> Callable[[T], T]:
 
 
 class Registry:
-    """What an engine can run: its task types and its output reducers, registered before it starts."""
+    """What an engine can run: its task types, output reducers and stage types, registered before it starts."""
 
-    __slots__ = ("_closed", "definitions", "reducers")
+    __slots__ = ("_closed", "definitions", "reducers", "types")
 
     def __init__(self) -> None:
         self.definitions: dict[str, TaskDefinition] = {}
         self.reducers: dict[str, Reducer] = {}
+        self.types: dict[str, StageType] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -145,3 +147,13 @@ class Registry:
         if not isinstance(name, str) or not name or not callable(fn):
             raise RegistrationError(f"reducer {name!r}: a non-empty name and a callable `fn(values: list)`")
         self.reducers[name] = fn
+
+    def add_type(self, name: str, fn: StageType) -> None:
+        """Register stage type ``name`` (RegistrationError: after start, a duplicate, not a callable)."""
+        if self._closed:
+            raise RegistrationError(f"stage type {name!r}: register stage types before the engine starts")
+        if name in self.types:
+            raise RegistrationError(f"stage type {name!r} is already registered")
+        if not isinstance(name, str) or not name or not callable(fn):
+            raise RegistrationError(f"stage type {name!r}: a non-empty name and a callable `fn(stage) -> StagePlan`")
+        self.types[name] = fn

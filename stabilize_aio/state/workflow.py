@@ -157,11 +157,15 @@ class WorkflowState:
         passes ``run_of`` to read the stage runs through its overlay (inputs never change).
         """
         runs = self.runs.__getitem__ if run_of is None else run_of
-        ctx = dict(self.record.inputs)
-        for a in self.ancestors(index):
-            ctx.update(runs(a).outputs)
+        spec = self.specs[index]
+        if spec.parent is not None:  # a synthetic stage: its stage's context, under its own
+            ctx = self.stage_context(spec.parent, run_of)
+        else:
+            ctx = dict(self.record.inputs)
+            for a in self.ancestors(index):
+                ctx.update(runs(a).outputs)
         run = runs(index)
-        ctx.update(self.specs[index].context)
+        ctx.update(spec.context)
         ctx.update(run.outputs)
         ctx.update(run.context_update)
         return ctx

@@ -54,6 +54,7 @@ EXPECTED_ALL = (
     "Task",
     "TaskOptions",
     "TaskResult",
+    "StagePlan",
     "JoinType",
     "SplitType",
     "RetryPolicy",
