@@ -201,7 +201,9 @@ class Engine:
 
     def _prepare(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> Prepared:
         r, known = self._registry, None if self.config.client else self._registry.definitions
-        return prepare(workflow, context, registered=known, reducers=r.reducers, types=r.types, what=what)
+        return prepare(
+            workflow, context, registered=known, reducers=r.reducers, types=r.types, unknown=r.unknown, what=what
+        )
 
     async def schedule(
         self,
@@ -321,10 +323,7 @@ class Engine:
         await runtime.command(workflow_id, signal_command(state, stage, name, data))
 
     async def wait_idle(self) -> None:
-        """Wait until no task call runs, no actor runs a turn and nothing waits to be committed.
-
-        Timers may still be pending (a poll or a retry later on). Useful in tests.
-        """
+        """Wait until no task call runs, no actor runs a turn and nothing waits to be committed (timers may wait)."""
         await self._require_running().wait_idle()
 
     async def wait_leases_changed(self) -> None:

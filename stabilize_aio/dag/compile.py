@@ -63,6 +63,8 @@ def _tasks_of(stage: Stage) -> list[tuple[str, str]]:
     out = [(stage.ref_id, t) for t in stage.tasks]
     for child in _synthetic_of(stage):
         out.extend((f"{stage.ref_id}/{child.ref_id}", t) for t in child.tasks)
+    if stage.compensate is not None:
+        out.append((f"{stage.ref_id}/compensate", stage.compensate))
     return out
 
 
@@ -90,8 +92,11 @@ def _routing(s: Stage, index: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def _with_synthetic(workflow: Workflow, specs: list[StageSpec]) -> list[StageSpec]:
-    """The specs with each stage's synthetic stages appended (indices after the workflow's own stages)."""
+def _with_synthetic(workflow: Workflow, specs: list[StageSpec], unknown: Collection[str]) -> list[StageSpec]:
+    """The specs with each stage's synthetic stages appended (indices after the workflow's own stages).
+
+    A stage that declares ``compensate`` gets its compensation stage ``<ref>/compensate``.
+    """
     out = list(specs)
     for i, s in enumerate(workflow.stages):
         roles: dict[str, list[int]] = {"before": [], "after": [], "on_failure": []}
@@ -117,12 +122,29 @@ def _with_synthetic(workflow: Workflow, specs: list[StageSpec]) -> list[StageSpe
                         role=role,
                     )
                 )
+        compensation = None
+        if s.compensate is not None:
+            compensation = len(out)
+            out.append(
+                StageSpec(
+                    ref_id=f"{s.ref_id}/compensate",
+                    index=compensation,
+                    name=f"{s.ref_id}/compensate",
+                    tasks=(s.compensate,),
+                    context={},
+                    requisites=(),
+                    parent=i,
+                    role="compensate",
+                )
+            )
         out[i] = msgspec.structs.replace(
             out[i],
             before=tuple(roles["before"]),
             after=tuple(roles["after"]),
             on_failure=tuple(roles["on_failure"]),
             type=s.type,
+            compensation=compensation,
+            unknown_ok=tuple(k for k, t in enumerate(s.tasks) if t in unknown) if compensation is not None else (),
         )
     return out
 
@@ -138,16 +160,20 @@ def prepare(
     registered: Collection[str] | None,
     reducers: Collection[str],
     types: Mapping[str, StageType],
+    unknown: Collection[str] = (),
     what: str,
 ) -> Prepared:
-    """The door: stage types expanded, the definition checked (:func:`check_definition`), then compiled."""
+    """The door: stage types expanded, the definition checked (:func:`check_definition`), then compiled.
+
+    ``unknown``: the task types registered with ``compensate_unknown``.
+    """
     if isinstance(workflow, Workflow):
         workflow = expand_types(workflow, types)
     inputs = check_definition(workflow, context, registered=registered, reducers=reducers, what=what)
-    return compile_workflow(workflow, inputs)
+    return compile_workflow(workflow, inputs, unknown)
 
 
-def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[WorkflowRecord, list[StageSpec]]:
+def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collection[str] = ()) -> Prepared:
     """A run's record template (no id, no creation time yet) and its stage specs, requisites as indices."""
     index = {s.ref_id: i for i, s in enumerate(workflow.stages)}
     specs = [
@@ -174,8 +200,8 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any]) -> tuple[Workfl
         )
         for i, s in enumerate(workflow.stages)
     ]
-    if any(s.before or s.after or s.on_failure or s.type for s in workflow.stages):
-        specs = _with_synthetic(workflow, specs)
+    if any(s.before or s.after or s.on_failure or s.type or s.compensate for s in workflow.stages):
+        specs = _with_synthetic(workflow, specs, unknown)
     record = WorkflowRecord(
         id="", application=workflow.application, name=workflow.name, inputs=inputs, max_jumps=workflow.max_jumps
     )

@@ -52,4 +52,9 @@ def _planned(stage: Stage, name: str, types: Mapping[str, StageType]) -> Stage:
     planned.before = synthetic(ref, "before", plan.before)
     planned.after = synthetic(ref, "after", plan.after)
     planned.on_failure = synthetic(ref, "on_failure", plan.on_failure)
+    if plan.compensate is not None and (not isinstance(plan.compensate, str) or not plan.compensate):
+        raise DefinitionError(
+            f"stage {ref!r}: stage type {name!r} planned a bad compensate {plan.compensate!r}", stage=ref
+        )
+    planned.compensate = plan.compensate
     return planned

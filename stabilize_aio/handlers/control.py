@@ -8,7 +8,7 @@ from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
-from .kernel import cancel_stages, complete_stage, drop_pending, finish
+from .kernel import complete_stage, drop_pending, halt
 
 S = WorkflowStatus
 
@@ -19,8 +19,11 @@ def cancel_workflow(turn: Turn, msg: CancelWorkflow) -> None:
         turn.discard(msg.id)  # too late, or a repeat: drop the row if it is still there
         return
     turn.consume(msg.id)
-    cancel_stages(turn, include_not_started=True)
-    finish(turn, S.CANCELED, cancel_reason=msg.reason or "canceled")
+    if turn.record.halting:  # on_failure stages or compensations are running: a cancel does not stop them
+        if turn.record.cancel_reason is None:  # (but it is recorded)
+            turn.set_workflow(S.RUNNING, cancel_reason=msg.reason or "canceled")
+        return
+    halt(turn, S.CANCELED, include_not_started=True, cancel_reason=msg.reason or "canceled")
 
 
 def stage_timeout(turn: Turn, msg: StageTimeout) -> None:

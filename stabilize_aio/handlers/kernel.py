@@ -60,8 +60,8 @@ def start_stage(turn: Turn, i: int) -> None:
     if turn.record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
-    if turn.record.halting and spec.role != "on_failure":
-        return  # a failed stage's on_failure stages run before the run ends: nothing else starts
+    if turn.record.halting and spec.role not in ("on_failure", "compensate"):
+        return  # on_failure stages or compensations run before the run ends: nothing else starts
     if turn.run(i).status is not S.NOT_STARTED:
         if not turn.run(i).merging:
             return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
@@ -255,8 +255,7 @@ def complete_stage(
         synthetic.ended(turn, i, status)  # a synthetic stage's end is its stage's business
         return
     if status is S.TERMINAL:
-        cancel_stages(turn, include_not_started=False)
-        finish(turn, S.TERMINAL)
+        halt(turn, S.TERMINAL)
         return
     if "merging" in changes:  # a MULTI_MERGE between runs has not ended for its downstream
         if more:  # the next run, for an arrival that came during this one
@@ -439,6 +438,18 @@ def maybe_complete(turn: Turn) -> None:
     finish(turn, final)
 
 
+def halt(turn: Turn, status: WorkflowStatus, *, include_not_started: bool = False, **changes: Any) -> None:
+    """End the run with ``status`` (TERMINAL, CANCELED): live stages cancelled, compensations first if owed."""
+    from . import compensation  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+    order = compensation.owed(turn) if turn.record.compensation is None else []
+    cancel_stages(turn, include_not_started=include_not_started)
+    if order:
+        compensation.begin(turn, order, status, **changes)
+    else:
+        finish(turn, status, **changes)
+
+
 def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
     """End the run with ``status`` in this turn (its waiters are woken after the commit)."""
     turn.set_workflow(status, ended_at=turn.now, **changes)
@@ -454,6 +465,8 @@ def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = N
     for i, run in list(turn.runs()):
         if keep is not None and (i == keep or turn.spec(i).parent == keep):
             continue
+        if run.status is S.NOT_STARTED and turn.spec(i).role == "compensate":
+            continue  # compensations run after the cancel
         if run.status in LIVE:
             drop_pending(turn, i, run)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)

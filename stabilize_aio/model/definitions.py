@@ -70,12 +70,15 @@ class Stage:
         on_failure: stages run one after another when it fails; it stays failed.
         type: a registered stage type (``@engine.stage_type``) whose plan gives
             the tasks and synthetic stages, expanded at submit.
+        compensate: a task type that undoes this stage: when the run fails or is
+            cancelled after it succeeded, it runs (in reverse order of completion).
     """
 
     __slots__ = (
         "after",
         "before",
         "cancel_remaining",
+        "compensate",
         "complete_other_branches_then_fail",
         "context",
         "continue_on_failure",
@@ -122,6 +125,7 @@ class Stage:
         after: Sequence[Stage] | None = None,
         on_failure: Sequence[Stage] | None = None,
         type: str | None = None,
+        compensate: str | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -183,6 +187,12 @@ class Stage:
         self.before = synthetic(ref_id, "before", before)
         self.after = synthetic(ref_id, "after", after)
         self.on_failure = synthetic(ref_id, "on_failure", on_failure)
+        if compensate is not None and (not isinstance(compensate, str) or not compensate):
+            raise DefinitionError(f"stage {ref_id!r}: compensate must be a task type, got {compensate!r}", stage=ref_id)
+        if compensate is not None and type is not None:
+            raise DefinitionError(f"stage {ref_id!r}: a stage of type {type!r} gets compensate from it", stage=ref_id)
+        #: The task type that undoes this stage (run when the run fails or is cancelled), else None.
+        self.compensate = compensate
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"

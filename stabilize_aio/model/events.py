@@ -31,9 +31,9 @@ task.failed               ``task.failed:<stage>:<generation>:<task>:<attempt>:<p
                           failing result (terminal, canceled, stopped, failed_continue)
 task.timed_out            ``task.timed_out:<stage>:<generation>:<task>:<attempt>:<poll>``: the call's timeout
 retry.scheduled           ``retry.scheduled:<stage>:<generation>:<task>:<attempt>:<poll>`` of the retry row
-compensation.started      (reserved: compensation)
-compensation.completed    (reserved: compensation)
-compensation.failed       (reserved: compensation)
+compensation.started      ``compensation.started``: a failed or cancelled run starts its compensations
+compensation.completed    ``compensation.completed``: the last one ended (message ``done`` or ``failed``)
+compensation.failed       ``compensation.failed:<stage>:<generation>``: a compensation failed for good
 ========================  ====================================================
 
 No event costs a commit of its own: each is part of the turn that does what it records.

@@ -31,9 +31,10 @@ class StagePlan:
         before: stages run one after another before those tasks.
         after: stages run one after another once they succeed.
         on_failure: stages run one after another when the stage fails (it stays failed).
+        compensate: the task type that undoes the stage (see ``Stage(compensate=)``).
     """
 
-    __slots__ = ("after", "before", "on_failure", "tasks")
+    __slots__ = ("after", "before", "compensate", "on_failure", "tasks")
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class StagePlan:
         before: Sequence[Stage] = (),
         after: Sequence[Stage] = (),
         on_failure: Sequence[Stage] = (),
+        compensate: str | None = None,
     ) -> None:
         if isinstance(tasks, str):
             tasks = (tasks,)
@@ -48,6 +50,7 @@ class StagePlan:
         self.before: tuple[Stage, ...] = tuple(before)
         self.after: tuple[Stage, ...] = tuple(after)
         self.on_failure: tuple[Stage, ...] = tuple(on_failure)
+        self.compensate = compensate
 
     def __repr__(self) -> str:
         return (
@@ -68,8 +71,8 @@ def synthetic(parent: str, role: Role, stages: Sequence[Stage] | None) -> tuple[
         where = f"stage {parent!r}: {role} stage {s.ref_id!r}"
         if s.requisites:
             raise DefinitionError(f"{where} has requisites; synthetic stages run in list order", stage=parent)
-        if s.before or s.after or s.on_failure or s.type is not None:
-            raise DefinitionError(f"{where} has synthetic stages or a type of its own", stage=parent)
+        if s.before or s.after or s.on_failure or s.type is not None or s.compensate is not None:
+            raise DefinitionError(f"{where} has synthetic stages, a type or a compensate of its own", stage=parent)
         if s.ref_id in seen:
             raise DefinitionError(f"{where} is there twice", stage=parent)
         seen.add(s.ref_id)

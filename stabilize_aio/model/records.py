@@ -47,6 +47,8 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     parent: int | None = None  # a synthetic stage: the stage it belongs to
     role: str | None = None  # a synthetic stage: "before", "after" or "on_failure"
     type: str | None = None  # the stage type whose plan it was built from
+    compensation: int | None = None  # its compensation stage (<ref>/compensate), if it declares compensate
+    unknown_ok: tuple[int, ...] = ()  # its tasks whose type compensates a call in flight (compensate_unknown)
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -98,7 +100,10 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ended_at: float | None = None
     cancel_reason: str | None = None
     error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
-    halting: bool = False  # a stage's on_failure stages run before the run ends TERMINAL: nothing else starts
+    halting: bool = False  # on_failure stages or compensations run before the run ends: nothing else starts
+    compensation: str | None = None  # "running", then "done" or "failed" (a compensation that failed for good)
+    queue: tuple[int, ...] = ()  # the compensation stages still to run, in order
+    ending: WorkflowStatus | None = None  # the status the run ends with once its compensations have run
     jumps: int = 0  # jumps taken by the run (loop jumps not counted)
     max_jumps: int = 10  # the budget of jumps (Workflow(max_jumps=...))
 

@@ -101,6 +101,7 @@ class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     cancel_reason: str | None
     error: ErrorInfo | None = None
     jumps: int = 0  # jumps the run has taken (TaskResult.jump_to; loop jumps not counted)
+    compensation: str | None = None  # after a failed or cancelled run's compensations: "done" or "failed"
 
     def stage(self, ref_id: str) -> StageInfo:
         """The stage with this ref id (raises KeyError)."""

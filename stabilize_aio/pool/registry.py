@@ -41,6 +41,8 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         retry: the policy for transient errors and timeouts.
         poll_interval: seconds between calls of a task that returned ``running``.
         breaker: a circuit breaker policy for this task type (None: no breaker).
+        compensate_unknown: a stage whose call of this type was in flight when its
+            run failed or was cancelled (its outcome unknown) is compensated too.
     """
 
     concurrency: int = 100
@@ -49,6 +51,7 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     retry: RetryPolicy = RetryPolicy()
     poll_interval: float = 1.0
     breaker: CircuitBreakerPolicy | None = None
+    compensate_unknown: bool = False
 
 
 class TaskOptionArgs(TypedDict, total=False):
@@ -60,6 +63,7 @@ class TaskOptionArgs(TypedDict, total=False):
     retry: RetryPolicy | None
     poll_interval: float | None
     breaker: CircuitBreakerPolicy | None
+    compensate_unknown: bool | None
 
 
 class TaskDefinition:
@@ -147,6 +151,11 @@ class Registry:
         if not isinstance(name, str) or not name or not callable(fn):
             raise RegistrationError(f"reducer {name!r}: a non-empty name and a callable `fn(values: list)`")
         self.reducers[name] = fn
+
+    @property
+    def unknown(self) -> frozenset[str]:
+        """The task types registered with ``compensate_unknown``."""
+        return frozenset(n for n, d in self.definitions.items() if d.options.compensate_unknown)
 
     def add_type(self, name: str, fn: StageType) -> None:
         """Register stage type ``name`` (RegistrationError: after start, a duplicate, not a callable)."""

@@ -38,4 +38,5 @@ def view_of(state: WorkflowState) -> WorkflowView:
         cancel_reason=r.cancel_reason,
         error=r.error,
         jumps=r.jumps,
+        compensation=r.compensation if r.compensation != "running" else None,
     )
