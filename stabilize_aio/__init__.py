@@ -34,6 +34,7 @@ from ._run import WorkflowRun as WorkflowRun
 from .cluster.schedules import ScheduleInfo as ScheduleInfo
 from .model.definitions import Stage as Stage
 from .model.definitions import Workflow as Workflow
+from .model.instances import MultiInstance as MultiInstance
 from .model.plans import StagePlan as StagePlan
 from .model.results import TaskResult as TaskResult
 from .model.retry import RetryPolicy as RetryPolicy
@@ -42,6 +43,7 @@ from .model.routing import SplitType as SplitType
 from .model.status import WorkflowStatus as WorkflowStatus
 from .model.values import ErrorInfo as ErrorInfo
 from .model.values import Event as Event
+from .model.views import InstanceInfo as InstanceInfo
 from .model.views import StageInfo as StageInfo
 from .model.views import StageView as StageView
 from .model.views import WorkflowSummary as WorkflowSummary
@@ -67,6 +69,7 @@ __all__ = (
     "TaskOptions",
     "TaskResult",
     "StagePlan",
+    "MultiInstance",
     "JoinType",
     "SplitType",
     "RetryPolicy",
@@ -76,6 +79,7 @@ __all__ = (
     # views
     "StageView",
     "StageInfo",
+    "InstanceInfo",
     "WorkflowView",
     "WorkflowSummary",
     "ErrorInfo",

@@ -190,6 +190,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collec
             timeout=s.timeout,
             stage_timeout=s.stage_timeout,
             enabled=s.enabled,
+            instances=s.instances,
             output_reducers=dict(s.output_reducers) if s.output_reducers else None,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
             **(

@@ -151,6 +151,10 @@ def kind_of(spec: StageSpec) -> StageKind:
         from .loops import LOOP  # noqa: PLC0415 (loops are built on this kernel: it imports the kernel)
 
         return LOOP
+    if spec.instances is not None:
+        from .instances import INSTANCES  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        return INSTANCES
     return TASKS
 
 

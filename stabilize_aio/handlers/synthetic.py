@@ -28,6 +28,11 @@ S = WorkflowStatus
 def ended(turn: Turn, s: int, status: WorkflowStatus) -> None:
     """Synthetic stage ``s`` ended with ``status``: its stage goes on, fails, or ends as its failure said."""
     spec = turn.spec(s)
+    if spec.role == "instance":
+        from . import instances  # noqa: PLC0415 (instances imports the kernel, which imports this)
+
+        instances.ended(turn, s, status)
+        return
     if spec.role == "compensate":
         from . import compensation  # noqa: PLC0415 (compensation imports the kernel, which imports this)
 

@@ -23,6 +23,7 @@ from .._errors import (
 )
 from .._ids import check_id
 from .conditions import parse
+from .instances import MultiInstance, check_instances
 from .plans import synthetic
 from .routing import PARTIAL_JOINS, JoinType, LoopSpec, SplitType
 
@@ -72,6 +73,8 @@ class Stage:
             the tasks and synthetic stages, expanded at submit.
         compensate: a task type that undoes this stage: when the run fails or is
             cancelled after it succeeded, it runs (in reverse order of completion).
+        instances: run the stage's tasks once per element of a context list, or a
+            number of times (:class:`MultiInstance`); each instance a stage of its own.
     """
 
     __slots__ = (
@@ -84,6 +87,7 @@ class Stage:
         "continue_on_failure",
         "enabled",
         "fail_workflow",
+        "instances",
         "join_threshold",
         "join_type",
         "loop",
@@ -126,6 +130,7 @@ class Stage:
         on_failure: Sequence[Stage] | None = None,
         type: str | None = None,
         compensate: str | None = None,
+        instances: MultiInstance | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -193,6 +198,15 @@ class Stage:
             raise DefinitionError(f"stage {ref_id!r}: a stage of type {type!r} gets compensate from it", stage=ref_id)
         #: The task type that undoes this stage (run when the run fails or is cancelled), else None.
         self.compensate = compensate
+        #: How the stage fans out into instances, else None.
+        self.instances = None if instances is None else check_instances(ref_id, instances)
+        if self.instances is not None and not names and type is None:
+            raise DefinitionError(f"stage {ref_id!r}: a multi-instance stage needs tasks to run", stage=ref_id)
+        if self.instances is not None and (before or after or on_failure):
+            raise DefinitionError(
+                f"stage {ref_id!r}: a multi-instance stage has no synthetic stages (give them to a stage around it)",
+                stage=ref_id,
+            )
 
     def __repr__(self) -> str:
         return f"Stage({self.ref_id!r}, tasks={list(self.tasks)!r}, requisites={list(self.requisites)!r})"

@@ -71,7 +71,7 @@ def synthetic(parent: str, role: Role, stages: Sequence[Stage] | None) -> tuple[
         where = f"stage {parent!r}: {role} stage {s.ref_id!r}"
         if s.requisites:
             raise DefinitionError(f"{where} has requisites; synthetic stages run in list order", stage=parent)
-        if s.before or s.after or s.on_failure or s.type is not None or s.compensate is not None:
+        if s.before or s.after or s.on_failure or s.type is not None or s.compensate is not None or s.instances:
             raise DefinitionError(f"{where} has synthetic stages, a type or a compensate of its own", stage=parent)
         if s.ref_id in seen:
             raise DefinitionError(f"{where} is there twice", stage=parent)

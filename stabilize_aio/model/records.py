@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from .instances import InstanceCounts, MultiInstance
 from .routing import JoinType, LoopSpec
 from .status import WorkflowStatus, transition
 from .values import ErrorInfo, Signal
@@ -49,6 +50,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     type: str | None = None  # the stage type whose plan it was built from
     compensation: int | None = None  # its compensation stage (<ref>/compensate), if it declares compensate
     unknown_ok: tuple[int, ...] = ()  # its tasks whose type compensates a call in flight (compensate_unknown)
+    instances: MultiInstance | None = None  # a multi-instance stage (model/instances.py)
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -83,6 +85,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     fired: int = 0  # a MULTI_MERGE join: how many of its runs have started
     arrivals: tuple[int, ...] = ()  # a MULTI_MERGE join: the requisites that arrived, in order (one run each)
     held: WorkflowStatus | None = None  # a failed stage running its on_failure stages: the status it ends with
+    fanned: InstanceCounts | None = None  # a multi-instance stage: its instances' progress
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 

@@ -42,6 +42,16 @@ class StageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str = ""
 
 
+class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One instance of a multi-instance stage, as read."""
+
+    index: int
+    status: WorkflowStatus
+    outputs: dict[str, Any]
+    error: ErrorInfo | None
+    attempt: int
+
+
 class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A stage of a workflow run, as read: plain data (dicts, lists), the same from every path."""
 
@@ -56,6 +66,7 @@ class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ended_at: float | None
     generation: int = 0  # how many times the stage was reset (a jump, a loop, a MULTI_MERGE run): 0 at first
     pruned: bool = False  # SKIPPED by a pattern (a split not taking it, cancel_remaining, a jump), not a condition
+    instances: tuple[InstanceInfo, ...] = ()  # a multi-instance stage's instances, in order
 
 
 class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -29,6 +29,8 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
     purge: bool = False  # delete every outbox row of the workflow (it ended for a fault: nothing may come back)
     quarantine: list[QuarantineRow] = []  # undecodable rows moved to the quarantine table
     respecs: dict[int, StageSpec] = {}  # stage definitions written back (placeholders of undecodable ones)
+    # stages made at run time (a multi-instance stage's instances): inserted, their runs in ``stages``
+    added: list[StageSpec] = []
 
     @property
     def finished(self) -> bool:
@@ -47,6 +49,7 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
             and not self.events
             and not self.purge
             and not self.quarantine
+            and not self.added
         )
 
 

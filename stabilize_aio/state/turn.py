@@ -68,7 +68,10 @@ class Turn:
         return r if r is not None else self.state.runs[i]
 
     def spec(self, i: int) -> StageSpec:
-        return self.state.specs[i]
+        try:
+            return self.state.specs[i]
+        except IndexError:  # a stage made in this turn (an instance)
+            return self.commit.added[i - len(self.state.specs)]
 
     def stage_context(self, i: int) -> dict[str, Any]:
         """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
@@ -103,8 +106,24 @@ class Turn:
         return self._active
 
     def runs(self) -> Iterator[tuple[int, StageRun]]:
-        for i in range(len(self.state.specs)):
+        for i in range(len(self.state.specs) + len(self.commit.added)):
             yield i, self.run(i)
+
+    @property
+    def size(self) -> int:
+        """How many stages the run has in this turn (those made in it included)."""
+        return len(self.state.specs) + len(self.commit.added)
+
+    def add_stage(self, spec: StageSpec) -> StageRun:
+        """Make a stage at run time (``spec.index`` must be :attr:`size`): inserted NOT_STARTED with this turn."""
+        if spec.index != self.size or spec.requisites:
+            raise ValueError(f"a stage made at run time is appended, without requisites: {spec.ref_id!r}")
+        run = StageRun()
+        self.commit.added.append(spec)
+        self._runs[spec.index] = run
+        self.commit.stages[spec.index] = run
+        self.commit.base_versions[spec.index] = 0
+        return run
 
     # writes ----------------------------------------------------------------
     def set_stage(self, i: int, target: WorkflowStatus, *, reset: bool = False, **changes: Any) -> StageRun:
@@ -136,13 +155,14 @@ class Turn:
                 self._shift(i, old, new, d)
         self._runs[i] = new
         commit = self.commit
-        commit.base_versions.setdefault(i, self.state.runs[i].version)
+        if i not in commit.base_versions:
+            commit.base_versions[i] = self.state.runs[i].version
         commit.stages[i] = new
 
     def _shift(self, i: int, old: StageRun, new: StageRun, d: Weights) -> None:
         """Move stage ``i``'s children's counts in this turn by ``d`` (what its change does to its edges)."""
         st = self.state
-        for c in st.children[i]:
+        for c in st.children[i] if i < len(st.children) else ():  # (a stage made in this turn has none)
             out, dead, halted = child_shift(old, new, c) if d is PER_CHILD else d
             if out:
                 self._outstanding[c] = self.outstanding(c) + out

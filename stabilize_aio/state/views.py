@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from ..model.views import StageInfo, WorkflowView
+from ..model.views import InstanceInfo, StageInfo, WorkflowView
 from .workflow import WorkflowState
 
 
 def view_of(state: WorkflowState) -> WorkflowView:
     """Build a WorkflowView from a workflow's state."""
     r = state.record
+    members: dict[int, list[InstanceInfo]] = {}
+    for spec, run in zip(state.specs, state.runs, strict=True):
+        if spec.role == "instance" and spec.parent is not None:
+            members.setdefault(spec.parent, []).append(
+                InstanceInfo(
+                    index=len(members.get(spec.parent, ())),
+                    status=run.status,
+                    outputs=dict(run.outputs),
+                    error=run.error,
+                    attempt=run.attempt,
+                )
+            )
     stages = tuple(
         StageInfo(
             ref_id=spec.ref_id,
@@ -22,8 +34,10 @@ def view_of(state: WorkflowState) -> WorkflowView:
             ended_at=run.ended_at,
             generation=run.generation,
             pruned=run.pruned,
+            instances=tuple(members.get(spec.index, ())),
         )
         for spec, run in zip(state.specs, state.runs, strict=True)
+        if spec.role != "instance"
     )
     return WorkflowView(
         workflow_id=r.id,

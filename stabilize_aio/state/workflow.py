@@ -127,6 +127,8 @@ class WorkflowState:
             self.record = t.workflow
         for i, spec in t.respecs.items():
             self.specs[i] = spec
+        if t.added:
+            self._grow(t.added)
         for i, run in t.stages.items():
             old = self.runs[i]
             self.runs[i] = run
@@ -147,6 +149,17 @@ class WorkflowState:
                         self.outstanding[c] += out
                         self.dead[c] += dead
                         self.halted[c] += halted
+
+    def _grow(self, added: list[StageSpec]) -> None:
+        """Append the stages a turn made (NOT_STARTED here; the turn's runs follow in ``apply``)."""
+        n = len(added)
+        self.specs.extend(added)
+        self.runs.extend(StageRun() for _ in added)
+        self.children.extend(() for _ in added)
+        for counts in (self.outstanding, self.dead, self.halted):
+            counts.extend(array("l", bytes(_LONG * n)))
+        if self.merges is not None:
+            self.merges = self.merges + ((),) * n
 
     def stage_context(self, index: int, run_of: Callable[[int], StageRun] | None = None) -> dict[str, Any]:
         """The context a task of stage ``index`` sees, computed at dispatch.

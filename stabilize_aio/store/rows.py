@@ -63,9 +63,9 @@ def rows_for(ops: Sequence[Op], encode: Callable[[Any], bytes]) -> Rows:
     for item in ops:
         try:
             _add_rows(out, item, enc)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        except Exception as exc:  # (an op that cannot become rows fails its workflow, never the engine)
             wid = item.record.id if isinstance(item, NewWorkflow) else item.workflow_id
-            raise DataError(f"workflow {wid!r}: a row of this write cannot be encoded: {exc}") from exc
+            raise DataError(f"workflow {wid!r}: a row of this write cannot be encoded: {exc!r}") from exc
     rows.nbytes = nbytes
     return rows
 
@@ -82,7 +82,8 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
             (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
         )
         changed = begin.stages if begin is not None else {}
-        for spec, initial in zip(item.specs, item.runs, strict=True):
+        made = begin.added if begin is not None else []  # stages the start turn made (a root's instances)
+        for spec, initial in zip((*item.specs, *made), (*item.runs, *(changed[s.index] for s in made)), strict=True):
             run = changed.get(spec.index, initial)
             out["stage_insert"].append(
                 (r.id, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
@@ -91,15 +92,20 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
             return
         if begin.consumed or begin.discarded:
             raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
-        op = msgspec.structs.replace(begin, workflow=None, stages={})  # its rows and events remain
+        op = msgspec.structs.replace(begin, workflow=None, stages={}, added=[])  # its rows and events remain
     else:
         op = item
     wid = op.workflow_id
     if op.workflow is not None:
         r = op.workflow
         out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
+    new = {spec.index for spec in op.added}
+    for spec in op.added:  # stages made at run time: inserted as their turn leaves them
+        run = op.stages[spec.index]
+        out["stage_insert"].append((wid, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run)))
     for idx, run in op.stages.items():
-        out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
+        if idx not in new:
+            out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
     for mid in op.consumed:
         out["outbox_delete"].append((wid, mid))
     for mid in op.discarded:

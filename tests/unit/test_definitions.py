@@ -55,6 +55,7 @@ EXPECTED_ALL = (
     "TaskOptions",
     "TaskResult",
     "StagePlan",
+    "MultiInstance",
     "JoinType",
     "SplitType",
     "RetryPolicy",
@@ -64,6 +65,7 @@ EXPECTED_ALL = (
     # views
     "StageView",
     "StageInfo",
+    "InstanceInfo",
     "WorkflowView",
     "WorkflowSummary",
     "ErrorInfo",
