@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowRun, WorkflowStatus
+from stabilize_aio import Engine, MultiInstance, Stage, StageView, TaskResult, Workflow, WorkflowRun, WorkflowStatus
 from stabilize_aio.store.shards import SHARDS
 
 CONCURRENCY = 1_000
@@ -170,6 +170,34 @@ async def w3(workdir: Path, size: int, cap: float) -> dict[str, Any]:
     return {"completed": done, "wall_s": wall, "stages_per_s": (size + 2) * done / wall}
 
 
+async def w7(workdir: Path, size: int, cap: float) -> dict[str, Any]:
+    """One multi-instance stage of ``size`` instances, each a 10 ms task (1,000 at a time), then a join."""
+    engine = Engine(fresh_db(workdir, "w7"))
+
+    @engine.task("io", concurrency=CONCURRENCY)
+    async def io(stage: StageView) -> TaskResult:
+        await anyio.sleep(0.01)
+        return TaskResult.success(outputs={"k": stage.context.get("instance_index")})
+
+    stages = [
+        Stage("fan", "io", instances=MultiInstance(count=size, max_parallel=CONCURRENCY)),
+        Stage("after", "io", requisites=["fan"]),
+    ]
+    async with engine:
+        before = rss_mib()
+        done, wall = await run_many(engine, [Workflow(application="bench", name="w7", stages=stages)], cap)
+        stats = engine.statistics()
+    return {
+        "completed": done,
+        "wall_s": wall,
+        "instances_per_s": size * done / wall,
+        "rss_before_mib": before,
+        "rss_after_mib": rss_mib(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "commits": stats.commits,
+    }
+
+
 def rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -299,7 +327,7 @@ async def w5(workdir: Path, size: int, cap: float, heavy: bool) -> dict[str, Any
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W4", "W5", "W5H"])
+    parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W4", "W5", "W5H", "W7"])
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--cap", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stabilize-bench"))
@@ -320,6 +348,7 @@ def main() -> int:
         "W1": lambda: w1(args.workdir, args.size, args.cap),
         "W2": lambda: w2(args.workdir, args.size, args.cap),
         "W3": lambda: w3(args.workdir, args.size, args.cap),
+        "W7": lambda: w7(args.workdir, args.size, args.cap),
         "W4": lambda: w4(args.workdir, args.size, args.cap, args.poll),
         "W5": lambda: w5(args.workdir, args.size, args.cap, heavy=False),
         "W5H": lambda: w5(args.workdir, args.size, args.cap, heavy=True),

@@ -170,3 +170,29 @@ def test_multi_instance_mistakes_fail_when_built() -> None:
         Stage("f", "t", instances=MultiInstance(count=2, complete_after=3))
     with pytest.raises(DefinitionError, match=r"'f'.*max_parallel must be an int >= 1"):
         Stage("f", "t", instances=MultiInstance(count=2, max_parallel=0))
+
+
+async def test_ten_thousand_instances_write_o1_per_instance(db_url: str) -> None:
+    """10,000 instances: every one runs once, the outputs are in order, and what the run writes grows linearly
+    (a stage record rewritten with a growing list would write ~n**2/2 entries: hundreds of MB here)."""
+    engine = Engine(db_url)
+    calls = 0
+
+    @engine.task("tick", concurrency=1_000)
+    async def tick(stage: StageView) -> TaskResult:
+        nonlocal calls
+        calls += 1
+        return TaskResult.success(outputs={"k": stage.context["instance_index"]})
+
+    n = 10_000
+    async with engine:
+        before = engine.statistics().bytes_written
+        handle = await engine.submit(
+            Workflow(application="t", name="w", stages=[Stage("fan", "tick", instances=MultiInstance(count=n))])
+        )
+        view = await handle.wait(timeout=120)
+        written = engine.statistics().bytes_written - before
+    assert view.status is S.SUCCEEDED
+    assert calls == n
+    assert view.stage("fan").outputs["instances"] == [{"k": k} for k in range(n)]
+    assert written < 2_000 * n, f"{written} bytes for {n} instances"
