@@ -33,6 +33,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
             that another process's notification may have missed (PostgreSQL).
         retention: seconds finished workflows are kept; the leader deletes older ones (None: forever).
         leader_interval: seconds between the leader's checks for due schedules.
+        max_depth: how deep sub-workflows may nest (checked at submit).
 
     Raises:
         ConfigurationError: an option out of range, named with its value (also a ValueError).
@@ -48,6 +49,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval: float = 5.0
     retention: float | None = None
     leader_interval: float = 1.0
+    max_depth: int = 10
 
     def __post_init__(self) -> None:
         positive = {
@@ -56,6 +58,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
             "lease": self.lease,
             "poll_interval": self.poll_interval,
             "leader_interval": self.leader_interval,
+            "max_depth": self.max_depth,
         }
         if self.heartbeat is not None:
             positive["heartbeat"] = self.heartbeat

@@ -75,10 +75,12 @@ class Engine:
         poll_interval: float = 5.0,
         retention: float | None = None,
         leader_interval: float = 1.0,
+        max_depth: int = 10,
     ) -> None:
         self.config = EngineConfig(
             url=url, thread_limit=thread_limit, batch=batch, stop_grace=stop_grace, client=client, lease=lease,
             heartbeat=heartbeat, poll_interval=poll_interval, retention=retention, leader_interval=leader_interval,
+            max_depth=max_depth,
         )  # fmt: skip
         self.url = url
         self._store = store if store is not None else store_from_url(url)
@@ -202,8 +204,9 @@ class Engine:
     def _prepare(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> Prepared:
         r, known = self._registry, None if self.config.client else self._registry.definitions
         return prepare(
-            workflow, context, registered=known, reducers=r.reducers, types=r.types, unknown=r.unknown, what=what
-        )
+            workflow, context, registered=known, reducers=r.reducers, types=r.types, unknown=r.unknown,
+            max_depth=self.config.max_depth, what=what,
+        )  # fmt: skip
 
     async def schedule(
         self,
@@ -293,10 +296,9 @@ class Engine:
 
     # control -----------------------------------------------------------------
     async def cancel(self, workflow_id: str, reason: str = "") -> WorkflowView:
-        """Cancel a run for real: its running task coroutines are cancelled and it ends CANCELED.
+        """Cancel a run for real (its running calls cancelled, then its compensations); returns its final view.
 
-        Idempotent: cancelling a finished run returns its view unchanged. Returns the run's final view.
-        """
+        Idempotent: cancelling a finished run returns its view unchanged."""
         runtime = self._require_running()
         view = await self.get(workflow_id)  # checks the id
         if not view.status.is_complete:

@@ -44,13 +44,13 @@ def check_id(value: Any, *, what: str = "workflow id") -> str:
     return value
 
 
-def derive(*parts: str) -> str:
-    """An id made of ``parts`` joined by ``:``; when that would not fit, its head and a hash of the whole.
+def derive(*parts: str, sep: str = ":") -> str:
+    """An id made of ``parts`` joined by ``sep``; when that would not fit, its head and a hash of the whole.
 
     The same parts always give the same id, so a derived run (a schedule tick)
     is never started twice. Control characters are replaced by ``?``.
     """
-    whole = _CONTROL.sub("?", ":".join(parts))
+    whole = _CONTROL.sub("?", sep.join(parts))
     if len(whole.encode("utf-8")) <= MAX_ID_BYTES:
         return whole
     digest = hashlib.sha256(whole.encode("utf-8", "surrogatepass")).hexdigest()[:32]

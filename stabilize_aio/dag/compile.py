@@ -13,10 +13,10 @@ from typing import Any
 import msgspec
 
 from .._codec import plain
-from .._errors import UnknownTaskError
+from .._errors import DefinitionError, UnknownTaskError
 from ..model.definitions import Stage, Workflow
 from ..model.plans import StageType
-from ..model.records import StageSpec, WorkflowRecord
+from ..model.records import ChildPlan, StageSpec, WorkflowRecord
 from ..model.reducers import BUILTIN, ReducerError
 from ..model.routing import JoinType
 from .expand import expand_types
@@ -40,7 +40,7 @@ def check_definition(
     if not isinstance(workflow, Workflow):
         raise TypeError(f"{what}() takes a Workflow, not {type(workflow).__name__}")
     if registered is not None:
-        for stage in workflow.stages:
+        for stage in _all_stages(workflow):
             for ref, task in _tasks_of(stage):
                 if task not in registered:
                     raise UnknownTaskError(
@@ -56,6 +56,21 @@ def check_definition(
                         stage=stage.ref_id,
                     )
     return plain(dict(context or {}), what="workflow context (inputs)")
+
+
+def _all_stages(workflow: Workflow) -> list[Stage]:
+    """The workflow's stages and, depth first, those of its sub-workflows' definitions."""
+    out: list[Stage] = []
+    for s in workflow.stages:
+        out.append(s)
+        if s.workflow is not None:
+            out.extend(_all_stages(s.workflow))
+    return out
+
+
+def depth_of(workflow: Workflow) -> int:
+    """How deep sub-workflows nest in ``workflow`` (1: none)."""
+    return 1 + max((depth_of(s.workflow) for s in workflow.stages if s.workflow is not None), default=0)
 
 
 def _tasks_of(stage: Stage) -> list[tuple[str, str]]:
@@ -74,6 +89,12 @@ def _synthetic_of(stage: Stage) -> tuple[Stage, ...]:
 
 #: The routing fields of a plain stage: none (the defaults; shared, never written).
 _PLAIN: dict[str, Any] = {}
+
+
+def _child(workflow: Workflow, unknown: Collection[str]) -> ChildPlan:
+    """A sub-workflow's child run, compiled with its parent (it is stored with it)."""
+    record, specs = compile_workflow(workflow, {}, unknown)
+    return ChildPlan(application=record.application, name=record.name, specs=specs, max_jumps=record.max_jumps)
 
 
 def _plain(s: Stage) -> bool:
@@ -161,6 +182,7 @@ def prepare(
     reducers: Collection[str],
     types: Mapping[str, StageType],
     unknown: Collection[str] = (),
+    max_depth: int = 10,
     what: str,
 ) -> Prepared:
     """The door: stage types expanded, the definition checked (:func:`check_definition`), then compiled.
@@ -169,6 +191,11 @@ def prepare(
     """
     if isinstance(workflow, Workflow):
         workflow = expand_types(workflow, types)
+        if depth_of(workflow) > max_depth:
+            raise DefinitionError(
+                f"workflow {workflow.name!r}: sub-workflows nest {depth_of(workflow)} deep; the engine's "
+                f"max_depth is {max_depth}"
+            )
     inputs = check_definition(workflow, context, registered=registered, reducers=reducers, what=what)
     return compile_workflow(workflow, inputs, unknown)
 
@@ -191,6 +218,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collec
             stage_timeout=s.stage_timeout,
             enabled=s.enabled,
             instances=s.instances,
+            child=None if s.workflow is None else _child(s.workflow, unknown),
             output_reducers=dict(s.output_reducers) if s.output_reducers else None,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
             **(

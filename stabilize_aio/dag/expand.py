@@ -22,10 +22,21 @@ def expand_types(workflow: Workflow, types: Mapping[str, StageType]) -> Workflow
             function that raises or returns something else than a StagePlan, or a
             plan that is not a valid stage.
     """
-    if all(s.type is None for s in workflow.stages):
+    if all(s.type is None and s.workflow is None for s in workflow.stages):
         return workflow
-    stages = [s if s.type is None else _planned(s, s.type, types) for s in workflow.stages]
+    stages = [_expanded(s, types) for s in workflow.stages]
     return Workflow(application=workflow.application, name=workflow.name, stages=stages, max_jumps=workflow.max_jumps)
+
+
+def _expanded(stage: Stage, types: Mapping[str, StageType]) -> Stage:
+    if stage.type is not None:
+        return _planned(stage, stage.type, types)
+    if stage.workflow is not None:
+        child = expand_types(stage.workflow, types)
+        if child is not stage.workflow:
+            stage = copy.copy(stage)
+            stage.workflow = child
+    return stage
 
 
 def _planned(stage: Stage, name: str, types: Mapping[str, StageType]) -> Stage:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout
-from ..messages.memory import FailWorkflow, Message, ParkTask, TaskDone, Undecodable
+from ..messages.durable import CancelWorkflow, ChildDone, RunTask, Send, SignalStage, StageTimeout
+from ..messages.memory import FailWorkflow, Message, ParkTask, Sent, TaskDone, Undecodable
 from ..state.commit import Commit, Effects
 from ..state.turn import Turn
 from ..state.workflow import WorkflowState
-from . import control, kernel, signals, tasks
+from . import control, kernel, signals, subflows, tasks
 
 __all__ = ("apply", "begin", "handle", "start")
 
@@ -46,6 +46,12 @@ def apply(turn: Turn, message: Message) -> None:
             control.fail(turn, message)
         case Undecodable():
             control.undecodable(turn, message)
+        case Send():
+            subflows.redelivered(turn, message)
+        case Sent():
+            subflows.sent(turn, message)
+        case ChildDone():
+            subflows.child_done(turn, message)
         case _:
             assert_never(message)
 

@@ -9,6 +9,7 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .kernel import complete_stage, drop_pending, halt
+from .subflows import tell_parent
 
 S = WorkflowStatus
 
@@ -66,6 +67,7 @@ def fail(turn: Turn, msg: FailWorkflow) -> None:
                 turn.cancel_call(run.run_id)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
     turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error)
+    tell_parent(turn, S.TERMINAL)  # (after the purge: this row stays)
     turn.record_event("workflow.error", "workflow.error", status=S.TERMINAL, message=error.message)
     turn.record_event("workflow.completed", "workflow.completed", status=S.TERMINAL)
     turn.finish()

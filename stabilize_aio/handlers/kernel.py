@@ -155,6 +155,10 @@ def kind_of(spec: StageSpec) -> StageKind:
         from .instances import INSTANCES  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
         return INSTANCES
+    if spec.child is not None:
+        from .subflows import SUBWORKFLOW  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        return SUBWORKFLOW
     return TASKS
 
 
@@ -455,7 +459,11 @@ def halt(turn: Turn, status: WorkflowStatus, *, include_not_started: bool = Fals
 
 
 def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
-    """End the run with ``status`` in this turn (its waiters are woken after the commit)."""
+    """End the run with ``status`` in this turn (its waiters are woken after the commit; a parent is told)."""
+    if turn.record.parent is not None:
+        from .subflows import tell_parent  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        tell_parent(turn, status)
     turn.set_workflow(status, ended_at=turn.now, **changes)
     turn.record_event("workflow.completed", "workflow.completed", status=status)
     turn.finish()
@@ -480,7 +488,11 @@ def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = N
 
 
 def drop_pending(turn: Turn, i: int, run: StageRun) -> None:
-    """Consume a stage's pending rows (its RunTask, its stage timer) and cancel its call."""
+    """Consume a stage's pending rows (its RunTask, its stage timer) and cancel its call (or its child run)."""
+    if run.child is not None and run.status in LIVE:
+        from .subflows import cancel_child  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        cancel_child(turn, i)
     if run.run_id is not None:
         turn.consume(run.run_id)
         turn.cancel_call(run.run_id)

@@ -13,9 +13,11 @@ the quarantine table and that workflow ends TERMINAL with an ``UndecodableRow`` 
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from ..model.values import Signal
+from ..model.values import ErrorInfo, Signal
 
 
 class RunTask(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="run"):
@@ -56,7 +58,41 @@ class SignalStage(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="sign
     deliver_at: float | None = None
 
 
-Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage
+class Send(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="send"):
+    """Something one run owes another, kept until it is done: start a child, tell a parent, cancel a child.
+
+    Committed with the turn that decides it; after that commit the runtime does
+    it (each is idempotent: a child's id, a parent's row id, a cancel are fixed)
+    and acknowledges with :class:`~stabilize_aio.messages.memory.Sent`, whose
+    turn deletes this row. A crash in between redelivers the row: it is done again.
+    """
+
+    id: str
+    target: str  # the other run's id
+    kind: str  # "start" (a child), "done" (tell the parent), "cancel" (a child)
+    stage: int = -1  # start: this run's stage; done: the parent's stage
+    generation: int = 0  # ... and that stage's generation
+    inputs: dict[str, Any] = {}  # start: the child's inputs
+    status: str | None = None  # done: the child's final status
+    outputs: dict[str, Any] = {}  # done: the child's outputs
+    error: ErrorInfo | None = None  # done: why the child failed
+    deliver_at: float | None = None
+
+
+class ChildDone(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="child_done"):
+    """A child run ended: its parent's stage ends with it (written into the parent's outbox)."""
+
+    id: str
+    child: str
+    stage: int
+    generation: int
+    status: str
+    outputs: dict[str, Any] = {}
+    error: ErrorInfo | None = None
+    deliver_at: float | None = None
+
+
+Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage | Send | ChildDone
 
 durable_encoder = msgspec.msgpack.Encoder()
 

@@ -64,6 +64,13 @@ class Undecodable(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     deliver_at: float | None = None
 
 
-InMemory = TaskDone | ParkTask | FailWorkflow | Undecodable
+class Sent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """In memory: the runtime did what a :class:`~stabilize_aio.messages.durable.Send` row asked (delete it)."""
+
+    id: str
+    deliver_at: float | None = None
+
+
+InMemory = TaskDone | ParkTask | FailWorkflow | Undecodable | Sent
 
 Message = Durable | InMemory

@@ -75,6 +75,8 @@ class Stage:
             cancelled after it succeeded, it runs (in reverse order of completion).
         instances: run the stage's tasks once per element of a context list, or a
             number of times (:class:`MultiInstance`); each instance a stage of its own.
+        workflow: a sub-workflow stage: it runs this workflow as a child run
+            (inputs: the stage's context) and ends with it, its outputs the child's.
     """
 
     __slots__ = (
@@ -102,6 +104,7 @@ class Stage:
         "tasks",
         "timeout",
         "type",
+        "workflow",
     )
 
     def __init__(
@@ -131,6 +134,7 @@ class Stage:
         type: str | None = None,
         compensate: str | None = None,
         instances: MultiInstance | None = None,
+        workflow: Workflow | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -202,6 +206,13 @@ class Stage:
         self.instances = None if instances is None else check_instances(ref_id, instances)
         if self.instances is not None and not names and type is None:
             raise DefinitionError(f"stage {ref_id!r}: a multi-instance stage needs tasks to run", stage=ref_id)
+        if workflow is not None and (not isinstance(workflow, Workflow) or names or type or self.instances):
+            raise DefinitionError(
+                f"stage {ref_id!r}: workflow= takes a Workflow, for a stage with no tasks, type or instances",
+                stage=ref_id,
+            )
+        #: A sub-workflow stage's child definition, else None.
+        self.workflow = workflow
         if self.instances is not None and (before or after or on_failure):
             raise DefinitionError(
                 f"stage {ref_id!r}: a multi-instance stage has no synthetic stages (give them to a stage around it)",

@@ -20,6 +20,15 @@ S = WorkflowStatus
 LIVE = frozenset({S.RUNNING, S.SUSPENDED})
 
 
+class ChildPlan(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """A sub-workflow stage's child run as compiled at the parent's submit (stored with the parent)."""
+
+    application: str
+    name: str
+    specs: list[StageSpec]
+    max_jumps: int = 10
+
+
 class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A stage's definition as stored (immutable for the run)."""
 
@@ -51,6 +60,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     compensation: int | None = None  # its compensation stage (<ref>/compensate), if it declares compensate
     unknown_ok: tuple[int, ...] = ()  # its tasks whose type compensates a call in flight (compensate_unknown)
     instances: MultiInstance | None = None  # a multi-instance stage (model/instances.py)
+    child: ChildPlan | None = None  # a sub-workflow stage: the run it starts
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -86,6 +96,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     arrivals: tuple[int, ...] = ()  # a MULTI_MERGE join: the requisites that arrived, in order (one run each)
     held: WorkflowStatus | None = None  # a failed stage running its on_failure stages: the status it ends with
     fanned: InstanceCounts | None = None  # a multi-instance stage: its instances' progress
+    child: str | None = None  # a sub-workflow stage: the id of the child run it started
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 
@@ -104,6 +115,10 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     cancel_reason: str | None = None
     error: ErrorInfo | None = None  # why the engine ended it TERMINAL (kind "engine"), if it did
     halting: bool = False  # on_failure stages or compensations run before the run ends: nothing else starts
+    parent: str | None = None  # a child run: its parent run's id, stage and that stage's generation
+    parent_stage: int = -1
+    parent_generation: int = 0
+    depth: int = 0  # how deep in sub-workflows (0: a run submitted from outside)
     compensation: str | None = None  # "running", then "done" or "failed" (a compensation that failed for good)
     queue: tuple[int, ...] = ()  # the compensation stages still to run, in order
     ending: WorkflowStatus | None = None  # the status the run ends with once its compensations have run

@@ -17,14 +17,14 @@ of bounded queues can deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import msgspec
 
-from ..messages.durable import Durable
+from ..messages.durable import Durable, Send
 from ..messages.memory import Message, TaskDone
 from ..model.reducers import BUILTIN, Reducer
 from ..pool.pool import Job, TaskPool
@@ -68,10 +68,12 @@ class Dispatcher:
         clock: Callable[[], float],
         batch: int = 256,
         reducers: Mapping[str, Reducer] = BUILTIN,
+        perform: Callable[[str, Send], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self._tg = tg
-        self.effects = AfterCommit(pools, schedule, on_finished)
+        self._perform = perform
+        self.effects = AfterCommit(pools, schedule, on_finished, self._send if perform is not None else None)
         self._owns = owns
         self.clock = clock
         self.batch = batch
@@ -197,6 +199,20 @@ class Dispatcher:
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         self._tg.start_soon(fn, name=name)
+
+    def _send(self, workflow_id: str, send: Send) -> None:
+        """Do what a run owes another in a task of its own (counted busy: ``wait_quiet`` waits for it)."""
+        perform = self._perform
+        assert perform is not None
+        self.busy()
+
+        async def go() -> None:
+            try:
+                await perform(workflow_id, send)
+            finally:
+                self.idle()
+
+        self._tg.start_soon(go, name=f"{send.kind} for {workflow_id}")
 
     def statistics(self) -> MailboxStatistics:
         """Counters of the dispatcher and its actors."""

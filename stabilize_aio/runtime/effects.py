@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from types import MappingProxyType
 
-from ..messages.durable import Durable, RunTask
+from ..messages.durable import Durable, RunTask, Send
 from ..messages.memory import ParkTask
 from ..model.views import StageView
 from ..pool.pool import Job, TaskPool
@@ -62,17 +62,19 @@ class CallBook:
 class AfterCommit:
     """Acts on committed turns for every actor of a dispatcher (it holds the pools, timers and waiters)."""
 
-    __slots__ = ("_accepting", "_on_finished", "_pools", "_schedule")
+    __slots__ = ("_accepting", "_on_finished", "_pools", "_schedule", "_send")
 
     def __init__(
         self,
         pools: dict[str, TaskPool],
         schedule: Callable[[str, Durable], None],
         on_finished: Callable[[WorkflowState], None],
+        send: Callable[[str, Send], None] | None = None,
     ) -> None:
         self._pools = pools
         self._schedule = schedule
         self._on_finished = on_finished
+        self._send = send  # what a run owes another, done after the commit (runtime/children.py)
         self._accepting = True  # False once the engine stops: calls are no longer started
 
     def stop(self) -> None:
@@ -99,6 +101,9 @@ class AfterCommit:
             park = self._dispatch(workflow_id, calls, state, run)
             if park is not None:
                 parks = [*(parks or ()), park]
+        if effects.sends and self._send is not None:
+            for send in effects.sends:
+                self._send(workflow_id, send)
         if effects.finished:
             self._on_finished(state)
         return parks

@@ -26,7 +26,7 @@ from .._config import EngineConfig
 from .._errors import ConcurrencyError, EngineStateError, WorkflowNotFound
 from .._ids import new_id
 from ..cluster.membership import LeaseKeeper, SoleOwner
-from ..messages.durable import Durable
+from ..messages.durable import Durable, Send
 from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.reducers import BUILTIN
 from ..model.values import Event
@@ -39,6 +39,7 @@ from ..state.workflow import WorkflowState
 from ..store import Store
 from ..store.protocol import LeaseStore, NotifyStore, Pending
 from ..store.shards import shard_of
+from .children import Children
 from .dispatcher import Dispatcher
 from .recovery import Recovery
 from .refill import Refiller
@@ -88,8 +89,9 @@ class Runtime:
         dispatcher = self.dispatcher = Dispatcher(
             store=store, tg=tg, pools=self.pools, schedule=self.timers.add, on_finished=self._finished,
             owns=self.membership.owns, clock=self.clock.time, batch=config.batch,
-            reducers={**BUILTIN, **self._registry.reducers},
+            reducers={**BUILTIN, **self._registry.reducers}, perform=self._perform,
         )  # fmt: skip
+        self.children = Children(self, dispatcher.deliver)
         threads = anyio.CapacityLimiter(config.thread_limit)
         for name, definition in self._registry.definitions.items():
             self.pools[name] = TaskPool(
@@ -144,6 +146,9 @@ class Runtime:
         self.waiters.close()
 
     # the runs ----------------------------------------------------------------
+    async def _perform(self, workflow_id: str, send: Send) -> None:
+        await self.children.perform(workflow_id, send)
+
     def owns(self, workflow_id: str) -> bool:
         """Whether this process runs the workflow's actor."""
         return self.membership.owns(workflow_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..messages.durable import Durable, RunTask
+from ..messages.durable import Durable, RunTask, Send
 from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.values import Event, QuarantineRow
 
@@ -59,3 +59,4 @@ class Effects(msgspec.Struct, kw_only=True, gc=False):
     dispatch: list[RunTask] = []  # task calls to hand to their pools
     cancel_runs: list[str] = []  # running calls to cancel (their rows are consumed by the commit)
     finished: bool = False  # the workflow ended: wake its waiters
+    sends: list[Send] = []  # what this run owes others (start a child, tell a parent, cancel a child)

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from ..dag.joins import Counts
-from ..messages.durable import Durable, RunTask
+from ..messages.durable import Durable, RunTask, Send
 from ..model.events import EventKind
 from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord, set_stage_status, set_workflow_status
 from ..model.reducers import BUILTIN, Reducer
@@ -229,6 +229,15 @@ class Turn:
         self.commit.emitted.append(message)
         if isinstance(message, RunTask) and message.deliver_at is None:
             self.effects.dispatch.append(message)
+
+    def send(self, message: Send) -> None:
+        """Owe another run something (a row in this turn; done after the commit, then the row deleted)."""
+        self.commit.emitted.append(message)
+        self.effects.sends.append(message)
+
+    def resend(self, message: Send) -> None:
+        """Do a pending Send row again after the commit (a redelivery: it is still owed)."""
+        self.effects.sends.append(message)
 
     def dispatch(self, run: RunTask) -> None:
         """Hand a pending RunTask (already a row) to its pool after the commit."""
