@@ -2,7 +2,7 @@
 
 When a run fails (TERMINAL) or is cancelled, every stage that SUCCEEDED and
 declares ``compensate`` has that task run, one after another in reverse order of
-completion (stages that ended in the same turn: the later declared first); a
+completion (``StageRun.done_seq``, the order their successes were folded); a
 stage whose call was in flight (its outcome unknown) is compensated first, and
 only if its task type says ``compensate_unknown``. Each compensation is a real
 stage, ``<ref>/compensate``, run by the kernel like any other (its rows make it
@@ -27,14 +27,14 @@ S = WorkflowStatus
 
 def owed(turn: Turn) -> list[int]:
     """The compensation stages a run ending now owes, in the order they run (ask before cancelling its stages)."""
-    done: list[tuple[float, int]] = []
+    done: list[tuple[int, int]] = []
     unknown: list[int] = []
     for i, run in turn.runs():
         spec = turn.spec(i)
         if spec.compensation is None:
             continue
         if run.status is S.SUCCEEDED:
-            done.append((run.ended_at or 0.0, i))
+            done.append((run.done_seq, i))
         elif run.status in LIVE and run.run_id is not None and run.task_index in spec.unknown_ok:
             unknown.append(i)
     ordered = unknown[::-1] + [i for _, i in sorted(done, reverse=True)]

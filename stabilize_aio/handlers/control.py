@@ -66,7 +66,10 @@ def fail(turn: Turn, msg: FailWorkflow) -> None:
             if run.run_id is not None:
                 turn.cancel_call(run.run_id)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-    turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error)
+    winding: dict[str, object] = {"halting": False} if turn.record.halting else {}
+    if turn.record.compensation == "running":  # what was running is cancelled, the rest will never run
+        winding["compensation"] = "failed"
+    turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error, **winding)
     tell_parent(turn, S.TERMINAL)  # (after the purge: this row stays)
     turn.record_event("workflow.error", "workflow.error", status=S.TERMINAL, message=error.message)
     turn.record_event("workflow.completed", "workflow.completed", status=S.TERMINAL)

@@ -67,11 +67,13 @@ def start_stage(turn: Turn, i: int) -> None:
             return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
         reset(turn, i, merge_run=True)
     if spec.join_type is _MULTI_MERGE:
-        _merge_run(turn, i)
+        from .routing import merge_run  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        merge_run(turn, i)
     if spec.output_reducers:
         failed = gates.reduced(turn, i, spec)
         if failed is not None:
-            _fail_unstarted(turn, i, failed)
+            fail_unstarted(turn, i, failed)
             return
     if spec.enabled is not None:
         verdict = gates.enabled(turn, i, spec.enabled)
@@ -79,7 +81,7 @@ def start_stage(turn: Turn, i: int) -> None:
             if verdict is False:
                 complete_stage(turn, i, S.SKIPPED)
             else:
-                _fail_unstarted(turn, i, verdict)
+                fail_unstarted(turn, i, verdict)
             return
     run = turn.run(i)
     timer_id = None
@@ -91,6 +93,8 @@ def start_stage(turn: Turn, i: int) -> None:
     turn.set_stage(i, S.RUNNING, started_at=turn.now, task_index=0, attempt=1, polls=0, timer_id=timer_id)
     turn.record_event("stage.started", f"stage.started:{i}:{run.generation}", stage=i, status=S.RUNNING)
     if spec.cancel_remaining:
+        from .routing import cancel_remaining  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
         cancel_remaining(turn, i)
         now = turn.run(i)
         if now.status is not S.RUNNING or now.generation != run.generation or turn.record.status is not S.RUNNING:
@@ -162,7 +166,7 @@ def kind_of(spec: StageSpec) -> StageKind:
     return TASKS
 
 
-def _fail_unstarted(turn: Turn, i: int, error: ErrorInfo) -> None:
+def fail_unstarted(turn: Turn, i: int, error: ErrorInfo) -> None:
     """Fail a stage that could not start (a condition, reducer or join): RUNNING, then its failure status."""
     turn.set_stage(i, S.RUNNING, started_at=turn.now)
     turn.record_event("stage.started", f"stage.started:{i}:{turn.run(i).generation}", stage=i, status=S.RUNNING)
@@ -244,6 +248,8 @@ def complete_stage(
         changes["pruned"] = True
     if dropped:
         changes["dropped"] = dropped
+    if spec.compensation is not None and status is S.SUCCEEDED:
+        changes["done_seq"] = turn.next_done()  # compensations run in reverse order of this
     more = False
     if spec.join_type is _MULTI_MERGE and status.can_continue and pruned is None:
         counts = turn.counts(i)
@@ -270,10 +276,10 @@ def complete_stage(
             start_stage(turn, i)
         maybe_complete(turn)
         return
-    _release(turn, i)
+    release(turn, i)
 
 
-def _release(turn: Turn, i: int) -> None:
+def release(turn: Turn, i: int) -> None:
     """Stage ``i`` ended for its downstream: each child not started decides; then the run may complete.
 
     Every MULTI_MERGE child notes the arrival first, before any child acts (one
@@ -308,10 +314,10 @@ def arrive(turn: Turn, c: int) -> None:
         start_stage(turn, c)
     elif decision is Decision.PRUNE:
         prune(turn, c, "every stage before it was pruned")
-    elif decision is Decision.CLOSE:
-        _merge_close(turn, c)
     else:
-        _unreachable(turn, c)
+        from .routing import merge_close, unreachable  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        (merge_close if decision is Decision.CLOSE else unreachable)(turn, c)
 
 
 def prune(turn: Turn, i: int, why: str) -> None:
@@ -322,53 +328,6 @@ def prune(turn: Turn, i: int, why: str) -> None:
     if run.status in LIVE:
         drop_pending(turn, i, run)
     complete_stage(turn, i, S.SKIPPED, pruned=why)
-
-
-def cancel_remaining(turn: Turn, j: int) -> None:
-    """A partial join started: prune its requisites that have not ended, and what only they needed.
-
-    Upward, a requisite's own requisite that has not ended is pruned too once
-    every stage after it is pruned (its work would reach nothing).
-    """
-    why = f"canceled by join {turn.spec(j).ref_id!r} (cancel_remaining)"
-    stack = [r for r in turn.spec(j).requisites if not turn.run(r).status.is_complete]
-    while stack:
-        r = stack.pop()
-        if turn.run(r).status.is_complete:
-            continue
-        prune(turn, r, why)
-        for q in turn.spec(r).requisites:
-            if not turn.run(q).status.is_complete and all(turn.run(c).pruned for c in turn.state.children[q]):
-                stack.append(q)
-
-
-def _unreachable(turn: Turn, c: int) -> None:
-    """A partial join too few requisites can still reach: it fails (with fail_workflow=False: SKIPPED)."""
-    spec = turn.spec(c)
-    counts = turn.counts(c)
-    message = (
-        f"stage {spec.ref_id!r}: its {spec.join_type.value} join needs {spec.join_threshold} of "
-        f"{counts.requisites} requisites, and only {counts.arrived + counts.pending} can still arrive"
-    )
-    if not spec.fail_workflow:
-        complete_stage(turn, c, S.SKIPPED, pruned=message)
-        return
-    _fail_unstarted(turn, c, gates.failure("JoinError", message))
-
-
-def _merge_run(turn: Turn, i: int) -> None:
-    """A MULTI_MERGE join starts its next run: one per arrival, each a generation of its own.
-
-    The run sees the outputs of the requisite whose arrival it is over the
-    others', its ref id as ``_merge_from`` and its number as ``_merge_index``.
-    """
-    run = turn.run(i)
-    if run.fired == len(run.arrivals):  # a jump's target: a run for no arrival (the arrivals keep theirs)
-        turn.update_stage(i, outputs={}, context_update={**run.context_update, "_merge_index": 0})
-        return
-    trigger = run.arrivals[run.fired]
-    context = {**turn.run(trigger).outputs, "_merge_from": turn.spec(trigger).ref_id, "_merge_index": run.fired + 1}
-    turn.update_stage(i, fired=run.fired + 1, outputs={}, context_update=context)
 
 
 def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
@@ -416,12 +375,6 @@ def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
     )
 
 
-def _merge_close(turn: Turn, i: int) -> None:
-    """A MULTI_MERGE join between runs that no requisite can fire again ends for its downstream as its last run."""
-    turn.update_stage(i, merging=False)
-    _release(turn, i)
-
-
 def maybe_complete(turn: Turn) -> None:
     """Complete the workflow once no stage runs and none is about to start.
 
@@ -464,6 +417,8 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
         from .subflows import tell_parent  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
         tell_parent(turn, status)
+    if turn.record.halting:
+        changes.setdefault("halting", False)  # (it has ended: nothing is winding down any more)
     turn.set_workflow(status, ended_at=turn.now, **changes)
     turn.record_event("workflow.completed", "workflow.completed", status=status)
     turn.finish()

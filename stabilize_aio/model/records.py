@@ -97,6 +97,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     held: WorkflowStatus | None = None  # a failed stage running its on_failure stages: the status it ends with
     fanned: InstanceCounts | None = None  # a multi-instance stage: its instances' progress
     child: str | None = None  # a sub-workflow stage: the id of the child run it started
+    done_seq: int = 0  # a stage that declares compensate: its place in the order stages succeeded (1, 2, ...)
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 

@@ -114,6 +114,10 @@ class Turn:
         """How many stages the run has in this turn (those made in it included)."""
         return len(self.state.specs) + len(self.commit.added)
 
+    def next_done(self) -> int:
+        """The next place in the order compensable stages succeeded (a scan, only in a turn that needs one)."""
+        return 1 + max((run.done_seq for _, run in self.runs()), default=0)
+
     def add_stage(self, spec: StageSpec) -> StageRun:
         """Make a stage at run time (``spec.index`` must be :attr:`size`): inserted NOT_STARTED with this turn."""
         if spec.index != self.size or spec.requisites:

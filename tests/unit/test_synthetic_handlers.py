@@ -9,8 +9,8 @@ Covered: before stages in order, then the stage's tasks, then its after stages
 (the stage RUNNING throughout, SUCCEEDED after the last); a failing before or
 after stage failing its stage (``SyntheticStageFailed``); on_failure stages,
 with the run halting and the other live stage's call cancelled for a TERMINAL
-failure only; compensation in reverse order of completion (stages ended in the
-same turn: the later declared first), calls in flight first and only with
+failure only; compensation in reverse order of completion (results folded in
+one turn: in reverse order of folding), calls in flight first and only with
 ``compensate_unknown``; a cancel while halting (recorded, its row consumed,
 nothing else changed); the run's final status and ``compensation``; nothing
 but on_failure and compensation stages starting while the run halts.
@@ -403,7 +403,8 @@ def test_a_cancel_compensates_in_reverse_order_of_completion_whatever_the_declar
 
 
 @pytest.mark.parametrize("first", ["p", "q"])
-def test_stages_that_ended_in_the_same_turn_are_compensated_later_declared_first(first: str) -> None:
+def test_stages_that_ended_in_the_same_turn_are_compensated_in_reverse_order_of_their_results(first: str) -> None:
+    """Results folded in one turn still have an order (the order they were folded): the later is undone first."""
     h = parallel_saga()
     runs = h.by_ref(h.start())
     h.tick()
@@ -412,17 +413,11 @@ def test_stages_that_ended_in_the_same_turn_are_compensated_later_declared_first
     second = "q" if first == "p" else "p"
     t = h.batch((runs[first], ok()), (runs[second], ok()))  # one turn, in either order
     assert {"p": S.SUCCEEDED, "q": S.SUCCEEDED} == h.written(t)
-    assert ["q/compensate", "p/compensate", "r/compensate"] == compensation_order(h, h.cancel(""))
+    expected = [f"{second}/compensate", f"{first}/compensate", "r/compensate"]
+    assert expected == compensation_order(h, h.cancel(""))
     assert (S.CANCELED, "canceled") == (h.run_status(), h.record().cancel_reason)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compensation.owed orders by StageRun.ended_at (the turn's wall-clock reading), not by the order the "
-    "stages ended in: stages that ended in different turns at the same clock reading (a FakeClock standing "
-    "still, a coarse or stepped clock) are undone later-declared-first, so here x (declared after y, ended "
-    "before it) is undone before y, against 'reverse order of completion'",
-)
 def test_stages_that_ended_in_different_turns_at_the_same_clock_reading_keep_their_completion_order() -> None:
     h = Saga(
         Stage("y", "t", requisites=["x"], compensate="undo"),  # declared first, ends second
@@ -557,12 +552,6 @@ def test_a_run_that_owes_nothing_ends_at_once_with_no_compensation() -> None:
     assert not any(e.kind.startswith("compensation.") for step in h.log for e in step.events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="synthetic/kernel: a run ended TERMINAL by its on_failure stages (no compensation owed) keeps "
-    "WorkflowRecord.halting=True on its final record (kernel.halt -> finish never clears it; the compensation "
-    "path does, finish(..., halting=False)); not visible in WorkflowView today, a stale flag on a finished run",
-)
 def test_a_run_its_on_failure_stages_ended_is_no_longer_halting() -> None:
     h = on_failure_run()
     _, rdeploy = h.start().dispatch
@@ -572,13 +561,6 @@ def test_a_run_its_on_failure_stages_ended_is_no_longer_halting() -> None:
     assert not h.record().halting
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control.fail (containment: a FailWorkflow) while a compensation runs ends the run TERMINAL but "
-    "leaves WorkflowRecord.compensation 'running' (halting True, ending set) for good; state/views.py shows "
-    "'running' as None, so the finished run reads as one that owed nothing, though its running compensation "
-    "was cancelled and the rest never ran (the docs: 'done' or 'failed' once it has ended)",
-)
 def test_a_contained_fault_while_compensating_does_not_leave_the_compensation_running() -> None:
     h = Saga(Stage("a", "t", compensate="undo"), Stage("b", "pay", requisites=["a"]))
     rb = h.one(h.done(h.one(h.start(), "a"), ok()), "b")
