@@ -111,6 +111,40 @@ def test_or_split_example_takes_one_branch_per_score_and_joins_on_it(tmp_path: P
     assert (tmp_path / "or_split.db").exists()
 
 
+def test_review_pipeline_example_quorum_race_loop_child_and_compensation(tmp_path: Path) -> None:
+    """Two of three reviewers vote (the third is cancelled) on each draft; the first draft is sent back with
+    their notes and the second approved; dana wins the fact-check race and erin's call is cancelled; the
+    child run stores the document and publish has its outputs; the second run fails at announce and
+    publish's compensation takes its document out of the store again."""
+    lines = run_example("review_pipeline.py", tmp_path)
+    shared = [
+        "  draft 1: alice rejects (add summary), bob rejects (add sources); carol cancelled",
+        "  draft 2: alice approves (summary ok), bob approves (sources ok); carol cancelled",
+        "  quorum on the last draft (review's outputs, in instance order): alice approves, bob approves, None (carol)",
+        "  approved: draft 2 (sections ['body', 'sources', 'summary']) by alice and bob",
+        "  drafts until approval: 2 (jumps back with feedback: 1)",
+        "  race: dana won the fact check; cancelled: erin (check_archive SKIPPED, pruned=True)",
+    ]
+    child = "by the child run <run>/publish.0 (SUCCEEDED: format, store; publish's outputs are the child's: True)"
+    assert [
+        "Run 1: 'Q3 report', announced on newsletter",
+        *shared,
+        f"  published: doc-q3-report-r2 {child}",
+        "  announce: SUCCEEDED (newsletter)",
+        "  final status: SUCCEEDED, compensation: None",
+        "  store now holds: ['doc-q3-report-r2']",
+        "",
+        "Run 2 (fails on purpose): 'Outage notes', announced on status-page",
+        *shared,
+        f"  published: doc-outage-notes-r2 {child}",
+        "  announce: TERMINAL (status-page is down)",
+        "  final status: TERMINAL, compensation: done",
+        "  undone: publish/compensate: removed doc-outage-notes-r2 from the store",
+        "  store now holds: ['doc-q3-report-r2']",
+    ] == lines
+    assert (tmp_path / "review_pipeline.db").exists()
+
+
 def test_demo_cli_runs_and_reports_success(tmp_path: Path) -> None:
     """`python -m stabilize_aio demo` runs its pipeline on SQLite and reports every run SUCCEEDED."""
     done = subprocess.run(
