@@ -21,7 +21,7 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import complete_stage, prune, start_stage
+from .kernel import complete_stage, drop_pending, prune, start_stage
 
 S = WorkflowStatus
 
@@ -55,6 +55,7 @@ class Instances:
             complete_stage(turn, i, S.SUCCEEDED)
             return
         first = turn.size
+        generation = turn.run(i).generation  # (a rerun of the stage: its instances' keys are new)
         for k in range(n):
             context: dict[str, object] = {"instance_index": k}
             if items is not None:
@@ -73,7 +74,8 @@ class Instances:
                     timeout=spec.timeout,
                     parent=i,
                     role="instance",
-                )
+                ),
+                generation=generation,
             )
         turn.update_stage(i, fanned=InstanceCounts(first=first, n=n))
         _fill(turn, i)
@@ -99,13 +101,27 @@ def _fill(turn: Turn, i: int) -> None:
         start_stage(turn, counts.first + k)
 
 
+def stop(turn: Turn, p: int) -> None:
+    """Stage ``p`` ends (a deadline, a prune, a reset) before its instances: they are cancelled, and count no more."""
+    counts = turn.run(p).fanned
+    assert counts is not None
+    turn.update_stage(p, fanned=msgspec.structs.replace(counts, closed=True))
+    for k in range(counts.first, counts.first + counts.n):
+        run = turn.run(k)
+        if run.status in LIVE:
+            drop_pending(turn, k, run)
+            turn.set_stage(k, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+            turn.record_event("stage.completed", f"stage.completed:{k}:{run.generation}", stage=k, status=S.CANCELED)
+
+
 def ended(turn: Turn, s: int, status: WorkflowStatus) -> None:
     """Instance ``s`` ended: its stage counts it, starts the next, or ends (done, enough, or failed)."""
     p = turn.spec(s).parent
     assert p is not None
     run = turn.run(p)
     counts = run.fanned
-    assert counts is not None
+    if counts is None or not counts.first <= s < counts.first + counts.n:
+        return  # an instance of an earlier run of the stage (reset since): nothing to count
     counts = msgspec.structs.replace(
         counts, ended=counts.ended + 1, succeeded=counts.succeeded + (status is S.SUCCEEDED)
     )

@@ -233,6 +233,10 @@ def complete_stage(
             synthetic.fail_over(turn, i, status, error)  # its on_failure stages run first
             return
         synthetic.cancel_children(turn, i)
+    if run.fanned is not None and not run.fanned.closed:  # a multi-instance stage ends before its instances
+        from .instances import stop  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        stop(turn, i)
     if spec.split_conditions and status is S.SUCCEEDED and dropped is None:
         taken = gates.split_taken(turn, i, spec)
         if isinstance(taken, ErrorInfo):  # a condition could not be evaluated: the split stage fails
@@ -343,6 +347,10 @@ def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
     for c in (*spec.before, *spec.after, *spec.on_failure):  # its synthetic stages start again with it
         if turn.run(c).status is not S.NOT_STARTED:
             reset(turn, c)
+    if run.fanned is not None and not run.fanned.closed:  # its instances go (it makes new ones when it starts)
+        from .instances import stop  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        stop(turn, k)
     if merge_run:
         kept = {
             "outputs": run.outputs,
@@ -371,6 +379,8 @@ def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
         dropped=(),
         merging=False,
         held=None,
+        fanned=None,
+        child=None,
         **kept,
     )
 

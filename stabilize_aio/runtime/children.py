@@ -88,6 +88,8 @@ class Children:
 
     async def _tell(self, child: str, send: Send) -> None:
         assert send.status is not None
+        if not await self._host.exists(send.target):
+            return  # the parent is gone (retention deleted it): nobody to tell
         done = ChildDone(
             id=f"child-done:{child}",
             child=child,

@@ -118,11 +118,14 @@ class Turn:
         """The next place in the order compensable stages succeeded (a scan, only in a turn that needs one)."""
         return 1 + max((run.done_seq for _, run in self.runs()), default=0)
 
-    def add_stage(self, spec: StageSpec) -> StageRun:
-        """Make a stage at run time (``spec.index`` must be :attr:`size`): inserted NOT_STARTED with this turn."""
+    def add_stage(self, spec: StageSpec, *, generation: int = 0) -> StageRun:
+        """Make a stage at run time (``spec.index`` must be :attr:`size`): inserted NOT_STARTED with this turn.
+
+        ``generation``: its first generation (an instance takes its stage's, so a rerun's keys are new).
+        """
         if spec.index != self.size or spec.requisites:
             raise ValueError(f"a stage made at run time is appended, without requisites: {spec.ref_id!r}")
-        run = StageRun()
+        run = StageRun(generation=generation)
         self.commit.added.append(spec)
         self._runs[spec.index] = run
         self.commit.stages[spec.index] = run

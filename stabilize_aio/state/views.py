@@ -11,16 +11,12 @@ def view_of(state: WorkflowState) -> WorkflowView:
     r = state.record
     members: dict[int, list[InstanceInfo]] = {}
     for spec, run in zip(state.specs, state.runs, strict=True):
-        if spec.role == "instance" and spec.parent is not None:
-            members.setdefault(spec.parent, []).append(
-                InstanceInfo(
-                    index=len(members.get(spec.parent, ())),
-                    status=run.status,
-                    outputs=dict(run.outputs),
-                    error=run.error,
-                    attempt=run.attempt,
-                )
-            )
+        fanned = run.fanned
+        if fanned is not None:  # a multi-instance stage: its current instances (a rerun made new ones)
+            members[spec.index] = [
+                InstanceInfo(index=k, status=r.status, outputs=dict(r.outputs), error=r.error, attempt=r.attempt)
+                for k, r in enumerate(state.runs[fanned.first : fanned.first + fanned.n])
+            ]
     stages = tuple(
         StageInfo(
             ref_id=spec.ref_id,

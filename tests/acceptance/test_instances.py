@@ -196,3 +196,74 @@ async def test_ten_thousand_instances_write_o1_per_instance(db_url: str) -> None
     assert calls == n
     assert view.stage("fan").outputs["instances"] == [{"k": k} for k in range(n)]
     assert written < 2_000 * n, f"{written} bytes for {n} instances"
+
+
+async def test_a_deadline_on_the_stage_cancels_its_running_instances(db_url: str) -> None:
+    engine = Engine(db_url)
+    cancelled: list[int] = []
+    started = anyio.Event()
+
+    @engine.task("hang")
+    async def hang(stage: StageView) -> TaskResult:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(stage.context["instance_index"])
+            raise
+        raise AssertionError("unreachable")
+
+    async with engine:
+        handle = await engine.submit(
+            Workflow(
+                application="t",
+                name="w",
+                stages=[Stage("fan", "hang", instances=MultiInstance(count=3), stage_timeout=0.2)],
+            )
+        )
+        view = await handle.wait(timeout=10)
+        await engine.wait_idle()
+    assert view.status is S.TERMINAL
+    fan = view.stage("fan")
+    assert fan.error is not None
+    assert fan.error.type == "StageTimeout"
+    assert sorted(cancelled) == [0, 1, 2]
+    assert [i.status for i in fan.instances] == [S.CANCELED] * 3
+
+
+async def test_a_jump_back_over_a_multi_instance_stage_makes_fresh_instances(db_url: str) -> None:
+    engine = Engine(db_url)
+    keys: list[str] = []
+
+    @engine.task("each")
+    async def each(stage: StageView) -> TaskResult:
+        keys.append(stage.idempotency_key)
+        return TaskResult.success(outputs={"k": stage.context["instance_index"]})
+
+    jumped = False
+
+    @engine.task("again")
+    async def again(stage: StageView) -> TaskResult:
+        nonlocal jumped
+        if not jumped:
+            jumped = True
+            return TaskResult.jump_to("fan")
+        return TaskResult.success()
+
+    async with engine:
+        handle = await engine.submit(
+            Workflow(
+                application="t",
+                name="w",
+                stages=[
+                    Stage("fan", "each", instances=MultiInstance(count=2)),
+                    Stage("check", "again", requisites=["fan"]),
+                ],
+            )
+        )
+        view = await handle.wait(timeout=10)
+    assert view.status is S.SUCCEEDED
+    assert len(keys) == 4
+    assert len(set(keys)) == 4  # the second run's instances are new stages: new keys
+    assert view.stage("fan").outputs["instances"] == [{"k": 0}, {"k": 1}]
+    assert [i.index for i in view.stage("fan").instances] == [0, 1]  # the current run's instances
