@@ -24,18 +24,30 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     target: str | None = None  # jump_to: the ref id of the stage to jump to
 
     @classmethod
+    def _of(
+        cls,
+        status: WorkflowStatus,
+        outputs: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+        error: str | None = None,
+        *,
+        target: str | None = None,
+    ) -> TaskResult:
+        return cls(status=status, outputs=dict(outputs or {}), context=dict(context or {}), error=error, target=target)
+
+    @classmethod
     def success(
         cls, *, outputs: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None
     ) -> TaskResult:
         """The task succeeded; the stage moves to its next task."""
-        return cls(status=WorkflowStatus.SUCCEEDED, outputs=dict(outputs or {}), context=dict(context or {}))
+        return cls._of(WorkflowStatus.SUCCEEDED, outputs, context)
 
     @classmethod
     def running(
         cls, *, outputs: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None
     ) -> TaskResult:
         """Not done yet: call the task again after its poll interval, context kept."""
-        return cls(status=WorkflowStatus.RUNNING, outputs=dict(outputs or {}), context=dict(context or {}))
+        return cls._of(WorkflowStatus.RUNNING, outputs, context)
 
     @classmethod
     def failed_continue(
@@ -46,12 +58,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         context: Mapping[str, Any] | None = None,
     ) -> TaskResult:
         """Failed, but the stage and its downstream go on; the stage ends FAILED_CONTINUE."""
-        return cls(
-            status=WorkflowStatus.FAILED_CONTINUE,
-            outputs=dict(outputs or {}),
-            context=dict(context or {}),
-            error=error,
-        )
+        return cls._of(WorkflowStatus.FAILED_CONTINUE, outputs, context, error)
 
     @classmethod
     def terminal(
@@ -62,12 +69,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         context: Mapping[str, Any] | None = None,
     ) -> TaskResult:
         """Failed for good: the stage fails (TERMINAL unless the stage says otherwise)."""
-        return cls(
-            status=WorkflowStatus.TERMINAL,
-            outputs=dict(outputs or {}),
-            context=dict(context or {}),
-            error=error,
-        )
+        return cls._of(WorkflowStatus.TERMINAL, outputs, context, error)
 
     @classmethod
     def stopped(
@@ -78,12 +80,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         context: Mapping[str, Any] | None = None,
     ) -> TaskResult:
         """Stop this branch: the stage ends STOPPED, other branches go on."""
-        return cls(
-            status=WorkflowStatus.STOPPED,
-            outputs=dict(outputs or {}),
-            context=dict(context or {}),
-            error=error,
-        )
+        return cls._of(WorkflowStatus.STOPPED, outputs, context, error)
 
     @classmethod
     def jump_to(
@@ -104,12 +101,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         """
         if not isinstance(target, str) or not target:
             raise ValueError(f"jump_to() takes a stage ref id, got {target!r}")
-        return cls(
-            status=WorkflowStatus.REDIRECT,
-            outputs=dict(outputs or {}),
-            context=dict(context or {}),
-            target=target,
-        )
+        return cls._of(WorkflowStatus.REDIRECT, outputs, context, target=target)
 
     @classmethod
     def suspend(cls, *, context: Mapping[str, Any] | None = None) -> TaskResult:
@@ -128,9 +120,4 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         context: Mapping[str, Any] | None = None,
     ) -> TaskResult:
         """The task gave up: as in stabilize, the stage takes its failure status."""
-        return cls(
-            status=WorkflowStatus.CANCELED,
-            outputs=dict(outputs or {}),
-            context=dict(context or {}),
-            error=error,
-        )
+        return cls._of(WorkflowStatus.CANCELED, outputs, context, error)
