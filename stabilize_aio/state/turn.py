@@ -80,23 +80,32 @@ class Turn:
     def outstanding(self, i: int) -> int:
         """How many of stage ``i``'s requisites have not ended in a status that can continue, in this turn."""
         v = self._outstanding.get(i)
-        return v if v is not None else self.state.outstanding[i]
+        if v is not None:
+            return v
+        try:
+            return self.state.outstanding[i]
+        except IndexError:  # a stage made in this turn: no requisites
+            return 0
 
     def dead(self, i: int) -> int:
         """How many edges into stage ``i`` are dead, in this turn."""
         v = None if self._dead is None else self._dead.get(i)
-        return v if v is not None else self.state.dead[i]
+        if v is not None:
+            return v
+        return self.state.dead[i] if i < len(self.state.dead) else 0
 
     def counts(self, i: int) -> Counts:
         """Stage ``i``'s requisites as counted in this turn (what its join policy decides from)."""
         st = self.state
         run = self.run(i)
         halted = None if self._halted is None else self._halted.get(i)
+        if halted is None:
+            halted = st.halted[i] if i < len(st.halted) else 0
         return Counts(
-            len(st.specs[i].requisites),
+            len(self.spec(i).requisites),
             self.outstanding(i),
             self.dead(i),
-            st.halted[i] if halted is None else halted,
+            halted,
             run.fired,
             len(run.arrivals),
         )
