@@ -40,7 +40,8 @@ def check_definition(
     if not isinstance(workflow, Workflow):
         raise TypeError(f"{what}() takes a Workflow, not {type(workflow).__name__}")
     if registered is not None:
-        for stage in _all_stages(workflow):
+        nested = any(s.workflow is not None for s in workflow.stages)
+        for stage in _all_stages(workflow) if nested else workflow.stages:
             for ref, task in _tasks_of(stage):
                 if task not in registered:
                     raise UnknownTaskError(
@@ -191,7 +192,7 @@ def prepare(
     """
     if isinstance(workflow, Workflow):
         workflow = expand_types(workflow, types)
-        if depth_of(workflow) > max_depth:
+        if any(s.workflow is not None for s in workflow.stages) and depth_of(workflow) > max_depth:
             raise DefinitionError(
                 f"workflow {workflow.name!r}: sub-workflows nest {depth_of(workflow)} deep; the engine's "
                 f"max_depth is {max_depth}"

@@ -57,10 +57,11 @@ def start_stage(turn: Turn, i: int) -> None:
     skips it (SKIPPED, which lets its downstream go on); a condition that cannot
     be evaluated fails it with the condition's error.
     """
-    if turn.record.status is not S.RUNNING:
+    record = turn.record
+    if record.status is not S.RUNNING:
         return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
     spec = turn.spec(i)
-    if turn.record.halting and spec.role not in ("on_failure", "compensate"):
+    if record.halting and spec.role not in ("on_failure", "compensate"):
         return  # on_failure stages or compensations run before the run ends: nothing else starts
     if turn.run(i).status is not S.NOT_STARTED:
         if not turn.run(i).merging:
@@ -121,11 +122,13 @@ class TaskStage:
     name = "tasks"
 
     def begin(self, turn: Turn, i: int) -> None:
-        before = turn.spec(i).before
-        if before:  # its synthetic before stages first, one after another (handlers/synthetic.py)
-            start_stage(turn, before[0])
+        spec = turn.spec(i)
+        if spec.before:  # its synthetic before stages first, one after another (handlers/synthetic.py)
+            start_stage(turn, spec.before[0])
+        elif spec.tasks:
+            emit_run(turn, i, deliver_at=None)
         else:
-            run_tasks(turn, i)
+            tasks_done(turn, i)
 
 
 def run_tasks(turn: Turn, i: int) -> None:
@@ -305,7 +308,8 @@ def release(turn: Turn, i: int) -> None:
 
 def arrive(turn: Turn, c: int) -> None:
     """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
-    if turn.record.status is not S.RUNNING or turn.record.halting:
+    record = turn.record
+    if record.status is not S.RUNNING or record.halting:
         return  # an earlier stage of this turn halted the run: nothing more is decided
     spec = turn.spec(c)
     if spec.join_type is _AND:  # the common join, decided without building its counts

@@ -61,9 +61,11 @@ class StagePlan:
 
 def synthetic(parent: str, role: Role, stages: Sequence[Stage] | None) -> tuple[Stage, ...]:
     """The checked synthetic stages of ``parent`` for ``role``: plain stages, no requisites, none of their own."""
+    if not stages:
+        return ()
     from .definitions import Stage  # noqa: PLC0415 (definitions imports this module)
 
-    out = tuple(stages or ())
+    out = tuple(stages)
     seen: set[str] = set()
     for s in out:
         if not isinstance(s, Stage):

@@ -101,7 +101,7 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
 
 
-class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """A workflow run's own row."""
 
     id: str

@@ -40,7 +40,8 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         cls, *, outputs: Mapping[str, Any] | None = None, context: Mapping[str, Any] | None = None
     ) -> TaskResult:
         """The task succeeded; the stage moves to its next task."""
-        return cls._of(WorkflowStatus.SUCCEEDED, outputs, context)
+        # (built here, not by _of: the most called constructor)
+        return cls(status=WorkflowStatus.SUCCEEDED, outputs=dict(outputs or {}), context=dict(context or {}))
 
     @classmethod
     def running(

@@ -122,13 +122,14 @@ def registering(add: Callable[[T], object]) -> Callable[[T], T]:
 class Registry:
     """What an engine can run: its task types, output reducers and stage types, registered before it starts."""
 
-    __slots__ = ("_closed", "definitions", "reducers", "types")
+    __slots__ = ("_closed", "_unknown", "definitions", "reducers", "types")
 
     def __init__(self) -> None:
         self.definitions: dict[str, TaskDefinition] = {}
         self.reducers: dict[str, Reducer] = {}
         self.types: dict[str, StageType] = {}
         self._closed = False
+        self._unknown: frozenset[str] | None = None
 
     def close(self) -> None:
         """The engine starts: nothing more is registered."""
@@ -155,7 +156,9 @@ class Registry:
     @property
     def unknown(self) -> frozenset[str]:
         """The task types registered with ``compensate_unknown``."""
-        return frozenset(n for n, d in self.definitions.items() if d.options.compensate_unknown)
+        if self._unknown is None or not self._closed:
+            self._unknown = frozenset(n for n, d in self.definitions.items() if d.options.compensate_unknown)
+        return self._unknown
 
     def add_type(self, name: str, fn: StageType) -> None:
         """Register stage type ``name`` (RegistrationError: after start, a duplicate, not a callable)."""

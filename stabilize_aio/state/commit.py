@@ -27,10 +27,11 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
     notify: bool = False  # wake the process that owns this workflow's shard (written from elsewhere)
     # containment only (never on the hot path):
     purge: bool = False  # delete every outbox row of the workflow (it ended for a fault: nothing may come back)
-    quarantine: list[QuarantineRow] = []  # undecodable rows moved to the quarantine table
-    respecs: dict[int, StageSpec] = {}  # stage definitions written back (placeholders of undecodable ones)
+    # (None until used: a turn allocates nothing for what it does not do)
+    quarantine: list[QuarantineRow] | None = None  # undecodable rows moved to the quarantine table
+    respecs: dict[int, StageSpec] | None = None  # stage definitions written back (placeholders of undecodable ones)
     # stages made at run time (a multi-instance stage's instances): inserted, their runs in ``stages``
-    added: list[StageSpec] = []
+    added: list[StageSpec] | None = None
 
     @property
     def finished(self) -> bool:
@@ -59,4 +60,4 @@ class Effects(msgspec.Struct, kw_only=True, gc=False):
     dispatch: list[RunTask] = []  # task calls to hand to their pools
     cancel_runs: list[str] = []  # running calls to cancel (their rows are consumed by the commit)
     finished: bool = False  # the workflow ended: wake its waiters
-    sends: list[Send] = []  # what this run owes others (start a child, tell a parent, cancel a child)
+    sends: list[Send] | None = None  # what this run owes others (start a child, tell a parent, cancel a child)

@@ -71,7 +71,10 @@ class Turn:
         try:
             return self.state.specs[i]
         except IndexError:  # a stage made in this turn (an instance)
-            return self.commit.added[i - len(self.state.specs)]
+            added = self.commit.added
+            if added is None:
+                raise
+            return added[i - len(self.state.specs)]
 
     def stage_context(self, i: int) -> dict[str, Any]:
         """Stage ``i``'s context as this turn sees it (ancestors ended in this turn included)."""
@@ -115,13 +118,14 @@ class Turn:
         return self._active
 
     def runs(self) -> Iterator[tuple[int, StageRun]]:
-        for i in range(len(self.state.specs) + len(self.commit.added)):
+        for i in range(self.size):
             yield i, self.run(i)
 
     @property
     def size(self) -> int:
         """How many stages the run has in this turn (those made in it included)."""
-        return len(self.state.specs) + len(self.commit.added)
+        added = self.commit.added
+        return len(self.state.specs) + (len(added) if added is not None else 0)
 
     def next_done(self) -> int:
         """The next place in the order compensable stages succeeded (a scan, only in a turn that needs one)."""
@@ -135,6 +139,8 @@ class Turn:
         if spec.index != self.size or spec.requisites:
             raise ValueError(f"a stage made at run time is appended, without requisites: {spec.ref_id!r}")
         run = StageRun(generation=generation)
+        if self.commit.added is None:
+            self.commit.added = []
         self.commit.added.append(spec)
         self._runs[spec.index] = run
         self.commit.stages[spec.index] = run
@@ -249,10 +255,12 @@ class Turn:
     def send(self, message: Send) -> None:
         """Owe another run something (a row in this turn; done after the commit, then the row deleted)."""
         self.commit.emitted.append(message)
-        self.effects.sends.append(message)
+        self.resend(message)
 
     def resend(self, message: Send) -> None:
         """Do a pending Send row again after the commit (a redelivery: it is still owed)."""
+        if self.effects.sends is None:
+            self.effects.sends = []
         self.effects.sends.append(message)
 
     def dispatch(self, run: RunTask) -> None:
@@ -276,9 +284,13 @@ class Turn:
     def purge(self, quarantine: Iterable[QuarantineRow] = ()) -> None:
         """Delete every outbox row of the workflow; move ``quarantine`` rows to the quarantine table."""
         self.commit.purge = True
-        self.commit.quarantine.extend(msgspec.structs.replace(row, at=self.now) for row in quarantine)
+        rows = [msgspec.structs.replace(row, at=self.now) for row in quarantine]
+        if rows:
+            self.commit.quarantine = [*(self.commit.quarantine or ()), *rows]
 
     def respec(self, i: int) -> None:
         """Write stage ``i``'s definition and run row back as loaded (placeholders made decodable)."""
+        if self.commit.respecs is None:
+            self.commit.respecs = {}
         self.commit.respecs[i] = self.spec(i)
         self.update_stage(i)

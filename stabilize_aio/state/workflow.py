@@ -125,8 +125,9 @@ class WorkflowState:
         """Make a committed turn part of the state."""
         if t.workflow is not None:
             self.record = t.workflow
-        for i, spec in t.respecs.items():
-            self.specs[i] = spec
+        if t.respecs:
+            for i, spec in t.respecs.items():
+                self.specs[i] = spec
         if t.added:
             self._grow(t.added)
         for i, run in t.stages.items():

@@ -82,7 +82,7 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
             (r.id, r.application, r.name, r.status._value_, r.version, r.created_at, r.ended_at, enc(r))
         )
         changed = begin.stages if begin is not None else {}
-        made = begin.added if begin is not None else []  # stages the start turn made (a root's instances)
+        made = (begin.added or []) if begin is not None else []  # stages the start turn made (a root's instances)
         for spec, initial in zip((*item.specs, *made), (*item.runs, *(changed[s.index] for s in made)), strict=True):
             run = changed.get(spec.index, initial)
             out["stage_insert"].append(
@@ -92,20 +92,25 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
             return
         if begin.consumed or begin.discarded:
             raise StoreError(f"the start turn of {r.id!r} consumes rows; a new workflow has none")
-        op = msgspec.structs.replace(begin, workflow=None, stages={}, added=[])  # its rows and events remain
+        op = msgspec.structs.replace(begin, workflow=None, stages={}, added=None)  # its rows and events remain
     else:
         op = item
     wid = op.workflow_id
     if op.workflow is not None:
         r = op.workflow
         out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
-    new = {spec.index for spec in op.added}
-    for spec in op.added:  # stages made at run time: inserted as their turn leaves them
-        run = op.stages[spec.index]
-        out["stage_insert"].append((wid, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run)))
+    new: set[int] = set()
+    if op.added:  # stages made at run time: inserted as their turn leaves them
+        for spec in op.added:
+            run = op.stages[spec.index]
+            new.add(spec.index)
+            out["stage_insert"].append(
+                (wid, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
+            )
+    updates = out["stage_update"]
     for idx, run in op.stages.items():
-        if idx not in new:
-            out["stage_update"].append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
+        if not new or idx not in new:
+            updates.append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
     for mid in op.consumed:
         out["outbox_delete"].append((wid, mid))
     for mid in op.discarded:
@@ -116,9 +121,9 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
         out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
     if op.purge:
         out["outbox_purge"].append((wid,))
-    for idx, spec in op.respecs.items():
+    for idx, spec in (op.respecs or {}).items():
         out["stage_respec"].append((enc(spec), wid, idx))
-    for bad in op.quarantine:
+    for bad in op.quarantine or ():
         out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, bad.at))
 
 

@@ -36,7 +36,7 @@ def test_a_multi_instance_stage_makes_its_instances_in_the_turn_it_starts_and_ru
     h = Composed(Stage("fan", "t", instances=MultiInstance(over="xs", item_key="x", max_parallel=2)),
                  inputs={"xs": ["a", "b", "c"]})  # fmt: skip
     t = h.start()
-    assert [s.ref_id for s in t.commit.added] == ["fan[0]", "fan[1]", "fan[2]"]
+    assert [s.ref_id for s in t.commit.added or []] == ["fan[0]", "fan[1]", "fan[2]"]
     assert h.refs(t.dispatch) == ["fan[0]", "fan[1]"]  # two at a time
     assert h.state.stage_context(h.i("fan[1]"))["x"] == "b"
     assert h.state.stage_context(h.i("fan[1]"))["instance_index"] == 1
@@ -72,7 +72,7 @@ def test_a_sub_workflow_stage_owes_its_child_a_start_and_ends_with_its_news() ->
     child = Workflow(application="a", name="child", stages=[Stage("x", "t")])
     h = Composed(Stage("sub", workflow=child, context={"c": 1}), Stage("after", "t", requisites=["sub"]))
     t = h.start()
-    send = only(t.effects.sends)
+    send = only(t.effects.sends or [])
     assert (send.kind, send.target, send.stage, send.inputs["c"]) == ("start", "wf-1/sub.0", 0, 1)
     assert send in t.emitted  # the owed start is a row of the turn that decided it
     assert h.run("sub").child == "wf-1/sub.0"
@@ -106,7 +106,7 @@ def test_a_cancelled_parent_owes_its_running_child_a_cancel() -> None:
     h = Composed(Stage("sub", workflow=child), Stage("side", "t"))
     h.start()
     t = h.send(CancelWorkflow(id="cancel", reason="stop"))
-    cancels = [s for s in t.effects.sends if s.kind == "cancel"]
+    cancels = [s for s in t.effects.sends or [] if s.kind == "cancel"]
     assert [(s.target, s.id) for s in cancels] == [("wf-1/sub.0", "x0.0")]
     assert h.run_status() is S.CANCELED
 
@@ -117,7 +117,7 @@ def test_a_child_run_tells_its_parent_when_it_ends() -> None:
     h.state.record = msgspec.structs.replace(rec, parent="p-1", parent_stage=2, parent_generation=1)
     run = only(h.start().dispatch)
     t = h.done(run, TaskResult.success(outputs={"n": 5}))
-    tell = only(t.effects.sends)
+    tell = only(t.effects.sends or [])
     assert isinstance(tell, Send)
     assert (tell.kind, tell.target, tell.stage, tell.generation, tell.status, tell.outputs) == (
         "done", "p-1", 2, 1, "SUCCEEDED", {"n": 5}
