@@ -42,7 +42,7 @@ def check_definition(
     if registered is not None:
         nested = any(s.workflow is not None for s in workflow.stages)
         for stage in _all_stages(workflow) if nested else workflow.stages:
-            for ref, task in _tasks_of(stage):
+            for ref, task in _tasks_of(stage) if _composed(stage) else ((stage.ref_id, t) for t in stage.tasks):
                 if task not in registered:
                     raise UnknownTaskError(
                         f"stage {ref!r}: task type {task!r} is not registered "
@@ -82,6 +82,11 @@ def _tasks_of(stage: Stage) -> list[tuple[str, str]]:
     if stage.compensate is not None:
         out.append((f"{stage.ref_id}/compensate", stage.compensate))
     return out
+
+
+def _composed(stage: Stage) -> bool:
+    """Whether a stage runs tasks beyond its own (synthetic stages, a compensation)."""
+    return bool(stage.before or stage.after or stage.on_failure) or stage.compensate is not None
 
 
 def _synthetic_of(stage: Stage) -> tuple[Stage, ...]:

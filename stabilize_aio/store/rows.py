@@ -99,18 +99,19 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
     if op.workflow is not None:
         r = op.workflow
         out["wf_update"].append((r.status._value_, r.version, r.ended_at, enc(r), wid, op.base_workflow_version))
-    new: set[int] = set()
-    if op.added:  # stages made at run time: inserted as their turn leaves them
-        for spec in op.added:
+    added = op.added
+    if added:  # stages made at run time: inserted as their turn leaves them
+        new = {spec.index for spec in added}
+        for spec in added:
             run = op.stages[spec.index]
-            new.add(spec.index)
             out["stage_insert"].append(
                 (wid, spec.index, spec.ref_id, run.status._value_, run.version, enc(spec), enc(run))
             )
     updates = out["stage_update"]
     for idx, run in op.stages.items():
-        if not new or idx not in new:
-            updates.append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
+        if added and idx in new:
+            continue
+        updates.append((run.status._value_, run.version, enc(run), wid, idx, _base_version(op, idx)))
     for mid in op.consumed:
         out["outbox_delete"].append((wid, mid))
     for mid in op.discarded:
