@@ -23,12 +23,14 @@ from ._errors import InvalidIdError as InvalidIdError
 from ._errors import InvalidTransitionError as InvalidTransitionError
 from ._errors import LeaseLostError as LeaseLostError
 from ._errors import RegistrationError as RegistrationError
+from ._errors import RunStateError as RunStateError
 from ._errors import SchemaTooNewError as SchemaTooNewError
 from ._errors import StabilizeError as StabilizeError
 from ._errors import StoreError as StoreError
 from ._errors import TransientError as TransientError
 from ._errors import UnknownRequisiteError as UnknownRequisiteError
 from ._errors import UnknownTaskError as UnknownTaskError
+from ._errors import WorkflowExists as WorkflowExists
 from ._errors import WorkflowNotFound as WorkflowNotFound
 from ._run import WorkflowRun as WorkflowRun
 from .cluster.schedules import ScheduleInfo as ScheduleInfo
@@ -100,6 +102,8 @@ __all__ = (
     "RegistrationError",
     "EngineStateError",
     "WorkflowNotFound",
+    "WorkflowExists",
+    "RunStateError",
     "StoreError",
     "DataError",
     "DatabaseLockedError",

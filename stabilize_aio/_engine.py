@@ -20,7 +20,7 @@ import anyio.abc
 from ._clock import SYSTEM_CLOCK, Clock
 from ._codec import plain
 from ._config import DEFAULT_URL, EngineConfig
-from ._errors import ConcurrencyError, EngineStateError
+from ._errors import ConcurrencyError, EngineStateError, WorkflowExists
 from ._ids import check_id
 from ._lifecycle import Life, Lifecycle
 from ._run import WorkflowRun
@@ -185,21 +185,23 @@ class Engine:
 
     # submit and schedules ----------------------------------------------------
     async def submit(
-        self, workflow: Workflow, *, context: Mapping[str, Any] | None = None, workflow_id: str | None = None
-    ) -> WorkflowRun:
-        """Start a new run of ``workflow``; returns once it is durably committed.
+        self, workflow: Workflow, *, context: Mapping[str, Any] | None = None, workflow_id: str | None = None,
+        if_exists: str = "return",
+    ) -> WorkflowRun:  # fmt: skip
+        """Start a new run of ``workflow`` (``context``: its inputs); returns once it is durably committed.
 
-        ``context`` holds per-run inputs. A caller-supplied ``workflow_id`` makes
-        submit idempotent: the same id returns the existing run.
-
-        Raises:
-            DefinitionError: an unregistered task type or inputs msgspec cannot encode (nothing is written).
-        """
+        A ``workflow_id`` that exists: ``if_exists="return"`` returns that run (``run.created`` False),
+        ``"reject"`` raises WorkflowExists, whatever the input. DefinitionError: an unregistered task
+        type or inputs msgspec cannot encode (nothing is written)."""
         runtime = self._require_running()
         if workflow_id is not None:
             check_id(workflow_id)
-        template, specs = self._prepare(workflow, context, "submit")
-        return WorkflowRun(self, await runtime.start_run(template, specs, workflow_id))
+        if if_exists not in ("return", "reject"):
+            raise ValueError(f"if_exists must be 'return' or 'reject', got {if_exists!r}")
+        wid, created = await runtime.start_new(*self._prepare(workflow, context, "submit"), workflow_id)
+        if not created and if_exists == "reject":
+            raise WorkflowExists(wid)
+        return WorkflowRun(self, wid, created=created)
 
     def _prepare(self, workflow: Workflow, context: Mapping[str, Any] | None, what: str) -> Prepared:
         r, known = self._registry, None if self.config.client else self._registry.definitions
@@ -209,14 +211,9 @@ class Engine:
         )  # fmt: skip
 
     async def schedule(
-        self,
-        name: str,
-        workflow: Workflow,
-        *,
-        cron: str,
-        context: Mapping[str, Any] | None = None,
+        self, name: str, workflow: Workflow, *, cron: str, context: Mapping[str, Any] | None = None,
         first_at: float | None = None,
-    ) -> ScheduleInfo:
+    ) -> ScheduleInfo:  # fmt: skip
         """Start ``workflow`` on a cron expression (five fields, UTC), durably, from whichever engine leads.
 
         Each tick starts the run ``schedule:<name>:<tick>`` exactly once, also across

@@ -102,6 +102,18 @@ class EngineStateError(StabilizeError):
     """The engine is used outside its lifecycle (not started, stopped, restarted)."""
 
 
+class RunStateError(EngineStateError):
+    """A verb the run's status refuses (pause a finished run, restart an unfinished one)."""
+
+
+class WorkflowExists(StabilizeError):  # noqa: N818 - the public name is fixed by the API
+    """``submit(..., workflow_id=..., if_exists="reject")`` found a run with this id."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"a workflow with id {workflow_id!r} exists already (if_exists='reject')")
+        self.workflow_id = workflow_id
+
+
 class WorkflowNotFound(StabilizeError):  # noqa: N818 - the public name is fixed by the API
     """No workflow has this id."""
 

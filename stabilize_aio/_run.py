@@ -18,11 +18,13 @@ class Runs(Protocol):
 class WorkflowRun:
     """A handle on one workflow run (this process's or an earlier one's)."""
 
-    __slots__ = ("_engine", "workflow_id")
+    __slots__ = ("_engine", "created", "workflow_id")
 
-    def __init__(self, engine: Runs, workflow_id: str) -> None:
+    def __init__(self, engine: Runs, workflow_id: str, *, created: bool = False) -> None:
         self._engine = engine
         self.workflow_id = check_id(workflow_id)
+        #: True if the submit that returned this handle made the run (False: it existed, or a handle by id).
+        self.created = created
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.workflow_id}>"

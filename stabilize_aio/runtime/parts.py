@@ -154,15 +154,21 @@ class Runtime:
         return self.membership.owns(workflow_id)
 
     async def start_run(self, template: WorkflowRecord, specs: list[StageSpec], workflow_id: str | None) -> str:
-        """Commit a new run of these specs with its first turn (through its actor); returns its id.
+        """Commit a new run of these specs with its first turn (see :meth:`start_new`); returns its id."""
+        return (await self.start_new(template, specs, workflow_id))[0]
 
-        A caller-given id that exists already is returned as it is (an idempotent submit).
+    async def start_new(
+        self, template: WorkflowRecord, specs: list[StageSpec], workflow_id: str | None
+    ) -> tuple[str, bool]:
+        """Commit a new run of these specs with its first turn (through its actor): (its id, whether made now).
+
+        A caller-given id that exists already is returned as it is (an idempotent submit), not made.
         """
         assert self.dispatcher is not None
         if workflow_id is None:
             workflow_id = self.local_id()
         elif await self.exists(workflow_id):
-            return workflow_id
+            return workflow_id, False
         record = msgspec.structs.replace(template, id=workflow_id, created_at=self.clock.time())
         try:
             state = WorkflowState(record, specs, [StageRun() for _ in specs])
@@ -170,7 +176,8 @@ class Runtime:
         except ConcurrencyError:
             if not await self.exists(workflow_id):
                 raise
-        return workflow_id
+            return workflow_id, False  # another submit made it meanwhile
+        return workflow_id, True
 
     async def command(self, workflow_id: str, message: Durable) -> None:
         """Commit an outside command's row (waking its owner elsewhere), then hand it to its actor here."""

@@ -86,6 +86,8 @@ EXPECTED_ALL = (
     "RegistrationError",
     "EngineStateError",
     "WorkflowNotFound",
+    "WorkflowExists",
+    "RunStateError",
     "StoreError",
     "DataError",
     "DatabaseLockedError",
