@@ -238,6 +238,11 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collec
     if any(s.before or s.after or s.on_failure or s.type or s.compensate for s in workflow.stages):
         specs = _with_synthetic(workflow, specs, unknown)
     record = WorkflowRecord(
-        id="", application=workflow.application, name=workflow.name, inputs=inputs, max_jumps=workflow.max_jumps
+        id="",
+        application=workflow.application,
+        name=workflow.name,
+        inputs=inputs,
+        max_jumps=workflow.max_jumps,
+        timeout=workflow.timeout,
     )
     return record, specs

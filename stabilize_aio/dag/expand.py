@@ -25,7 +25,13 @@ def expand_types(workflow: Workflow, types: Mapping[str, StageType]) -> Workflow
     if all(s.type is None and s.workflow is None for s in workflow.stages):
         return workflow
     stages = [_expanded(s, types) for s in workflow.stages]
-    return Workflow(application=workflow.application, name=workflow.name, stages=stages, max_jumps=workflow.max_jumps)
+    return Workflow(
+        application=workflow.application,
+        name=workflow.name,
+        stages=stages,
+        max_jumps=workflow.max_jumps,
+        timeout=workflow.timeout,
+    )
 
 
 def _expanded(stage: Stage, types: Mapping[str, StageType]) -> Stage:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from ..messages.durable import CancelWorkflow, ChildDone, RunTask, Send, SignalStage, StageTimeout
+from ..messages.durable import CancelWorkflow, ChildDone, RunTask, Send, SignalStage, StageTimeout, WorkflowTimeout
 from ..messages.memory import FailWorkflow, Message, ParkTask, Sent, TaskDone, Undecodable
 from ..state.commit import Commit, Effects
 from ..state.turn import Turn
@@ -52,6 +52,8 @@ def apply(turn: Turn, message: Message) -> None:
             subflows.sent(turn, message)
         case ChildDone():
             subflows.child_done(turn, message)
+        case WorkflowTimeout():
+            control.workflow_timeout(turn, message)
         case _:
             assert_never(message)
 

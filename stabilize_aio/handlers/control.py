@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..messages.durable import CancelWorkflow, StageTimeout
+from ..messages.durable import CancelWorkflow, StageTimeout, WorkflowTimeout
 from ..messages.memory import FailWorkflow, Undecodable
 from ..model.records import LIVE
 from ..model.status import WorkflowStatus
@@ -25,6 +25,17 @@ def cancel_workflow(turn: Turn, msg: CancelWorkflow) -> None:
             turn.set_workflow(S.RUNNING, cancel_reason=msg.reason or "canceled")
         return
     halt(turn, S.CANCELED, include_not_started=True, cancel_reason=msg.reason or "canceled")
+
+
+def workflow_timeout(turn: Turn, msg: WorkflowTimeout) -> None:
+    """The run's deadline passed: it ends CANCELED for real (its calls cancelled, its compensations run)."""
+    record = turn.record
+    if record.status.is_complete or record.halting:
+        turn.discard(msg.id)  # ended (or winding down) already
+        return
+    turn.consume(msg.id)
+    reason = f"timeout: the run passed its timeout of {record.timeout}s"
+    halt(turn, S.CANCELED, include_not_started=True, cancel_reason=reason)
 
 
 def stage_timeout(turn: Turn, msg: StageTimeout) -> None:

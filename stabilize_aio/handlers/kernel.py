@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..dag.joins import Decision, and_join, decide
-from ..messages.durable import RunTask, StageTimeout
+from ..messages.durable import RunTask, StageTimeout, WorkflowTimeout
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
@@ -34,6 +34,8 @@ from . import gates
 S = WorkflowStatus
 #: The ends of a stage that run its on_failure stages first.
 FAILURES = frozenset({S.TERMINAL, S.STOPPED, S.FAILED_CONTINUE})
+#: The id of a run's deadline row (Workflow(timeout=...)).
+DEADLINE = "deadline"
 _MULTI_MERGE = JoinType.MULTI_MERGE
 _AND = JoinType.AND
 
@@ -42,6 +44,9 @@ def begin(turn: Turn) -> None:
     """Start a just-submitted run: RUNNING, every root stage started (committed with the insert)."""
     turn.set_workflow(S.RUNNING, started_at=turn.now)
     turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
+    timeout = turn.record.timeout
+    if timeout is not None:  # the run's deadline, from its durable start
+        turn.emit(WorkflowTimeout(id=DEADLINE, deliver_at=turn.now + timeout))
     turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites and spec.parent is None:  # (synthetic stages start with their stage)
@@ -433,6 +438,8 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
         tell_parent(turn, status)
     if turn.record.halting:
         changes.setdefault("halting", False)  # (it has ended: nothing is winding down any more)
+    if turn.record.timeout is not None:
+        turn.drop(DEADLINE)  # its deadline row, if it is still there (or written in this very turn)
     turn.set_workflow(status, ended_at=turn.now, **changes)
     turn.record_event("workflow.completed", "workflow.completed", status=status)
     turn.finish()

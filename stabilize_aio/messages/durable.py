@@ -92,7 +92,14 @@ class ChildDone(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="child_
     deliver_at: float | None = None
 
 
-Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage | Send | ChildDone
+class WorkflowTimeout(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="workflow_timeout"):
+    """Fires when a run has lived longer than its ``timeout`` (from its durable start)."""
+
+    id: str
+    deliver_at: float | None = None
+
+
+Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage | Send | ChildDone | WorkflowTimeout
 
 durable_encoder = msgspec.msgpack.Encoder()
 

@@ -282,9 +282,17 @@ class Workflow:
             duplicate or unknown ref ids, and cycles.
     """
 
-    __slots__ = ("application", "max_jumps", "name", "order", "stages")
+    __slots__ = ("application", "max_jumps", "name", "order", "stages", "timeout")
 
-    def __init__(self, *, application: str, name: str, stages: Sequence[Stage], max_jumps: int = 10) -> None:
+    def __init__(
+        self,
+        *,
+        application: str,
+        name: str,
+        stages: Sequence[Stage],
+        max_jumps: int = 10,
+        timeout: float | None = None,
+    ) -> None:
         for label, value in (("application", application), ("name", name)):
             try:
                 check_id(value, what=f"workflow {label}")
@@ -324,6 +332,12 @@ class Workflow:
             raise DefinitionError(f"workflow {name!r}: max_jumps must be an int >= 0, got {max_jumps!r}")
         #: How many jumps a run may take (``TaskResult.jump_to``; loop jumps are not counted).
         self.max_jumps = max_jumps
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise DefinitionError(f"workflow {name!r}: timeout must be a number of seconds > 0, got {timeout!r}")
+        #: Seconds a run may live from its start; past it, it ends CANCELED for real (its compensations run).
+        self.timeout = timeout
         _check_routing(self.stages, seen)
 
     def __repr__(self) -> str:

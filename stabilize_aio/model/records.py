@@ -123,6 +123,7 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_d
     compensation: str | None = None  # "running", then "done" or "failed" (a compensation that failed for good)
     queue: tuple[int, ...] = ()  # the compensation stages still to run, in order
     ending: WorkflowStatus | None = None  # the status the run ends with once its compensations have run
+    timeout: float | None = None  # seconds the run may live from its start (Workflow(timeout=...))
     jumps: int = 0  # jumps taken by the run (loop jumps not counted)
     max_jumps: int = 10  # the budget of jumps (Workflow(max_jumps=...))
 

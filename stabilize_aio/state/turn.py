@@ -242,6 +242,13 @@ class Turn:
                 return
         self.commit.consumed.append(message_id)
 
+    def drop(self, message_id: str) -> None:
+        """Delete a row if it is there: one this turn emitted is not written, another is discarded (no fence)."""
+        if any(m.id == message_id for m in self.commit.emitted):
+            self.consume(message_id)
+        else:
+            self.discard(message_id)
+
     def discard(self, message_id: str) -> None:
         """Delete a row that may already be gone (a late or repeated command): no fence."""
         self.commit.discarded.append(message_id)
