@@ -21,7 +21,7 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import complete_stage, drop_pending, prune, start_stage
+from .kernel import cancel_live, complete_stage, prune, start_stage
 
 S = WorkflowStatus
 
@@ -107,11 +107,7 @@ def stop(turn: Turn, p: int) -> None:
     assert counts is not None
     turn.update_stage(p, fanned=msgspec.structs.replace(counts, closed=True))
     for k in range(counts.first, counts.first + counts.n):
-        run = turn.run(k)
-        if run.status in LIVE:
-            drop_pending(turn, k, run)
-            turn.set_stage(k, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-            turn.record_event("stage.completed", f"stage.completed:{k}:{run.generation}", stage=k, status=S.CANCELED)
+        cancel_live(turn, k)
 
 
 def ended(turn: Turn, s: int, status: WorkflowStatus) -> None:

@@ -456,11 +456,18 @@ def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = N
         if run.status is S.NOT_STARTED and turn.spec(i).role == "compensate":
             continue  # compensations run after the cancel
         if run.status in LIVE:
-            drop_pending(turn, i, run)
-            turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-            turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
+            cancel_live(turn, i)
         elif include_not_started and run.status is S.NOT_STARTED:
             turn.set_stage(i, S.CANCELED, ended_at=turn.now)
+
+
+def cancel_live(turn: Turn, i: int) -> None:
+    """Cancel stage ``i`` if it is live: its rows, its call (or child run), CANCELED, ``stage.completed``."""
+    run = turn.run(i)
+    if run.status in LIVE:
+        drop_pending(turn, i, run)
+        turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+        turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
 
 
 def drop_pending(turn: Turn, i: int, run: StageRun) -> None:

@@ -15,12 +15,11 @@ on_failure stage's outputs become the stage's outputs.
 
 from __future__ import annotations
 
-from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import cancel_stages, complete_stage, drop_pending, run_tasks, start_stage
+from .kernel import cancel_live, cancel_stages, complete_stage, run_tasks, start_stage
 
 S = WorkflowStatus
 
@@ -90,8 +89,4 @@ def cancel_children(turn: Turn, i: int) -> None:
     """Cancel stage ``i``'s synthetic stages still running (their calls and rows too)."""
     spec = turn.spec(i)
     for c in (*spec.before, *spec.after, *spec.on_failure):
-        run = turn.run(c)
-        if run.status in LIVE:
-            drop_pending(turn, c, run)
-            turn.set_stage(c, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-            turn.record_event("stage.completed", f"stage.completed:{c}:{run.generation}", stage=c, status=S.CANCELED)
+        cancel_live(turn, c)
