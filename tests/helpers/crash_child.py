@@ -76,6 +76,19 @@ class SideEffects:
             os.close(fd)
 
 
+async def run_to_success(engine: Engine, workflow: Workflow, workflow_id: str, *, timeout: float) -> int:
+    """Submit ``workflow`` as ``workflow_id`` on ``engine`` and wait: 0 (printing ``done``) if it SUCCEEDED, else 1."""
+    async with engine:
+        handle = await engine.submit(workflow, workflow_id=workflow_id)
+        with anyio.fail_after(timeout):
+            view = await handle.wait()
+    if view.status is not WorkflowStatus.SUCCEEDED:
+        print(f"{workflow_id} ended {view.status}", file=sys.stderr)
+        return 1
+    print("done", flush=True)
+    return 0
+
+
 async def run_dag(db: Path, sidefx: SideEffects, count: int) -> int:
     engine = Engine(f"sqlite:///{db}")
 

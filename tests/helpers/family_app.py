@@ -35,9 +35,9 @@ import sys
 from pathlib import Path
 
 import anyio
-from crash_child import SideEffects
+from crash_child import SideEffects, run_to_success
 
-from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow
 from stabilize_aio.testing import crash_points
 
 #: The environment variable naming the worker's log file.
@@ -131,15 +131,7 @@ async def run(db: Path, sidefx: SideEffects, case: str | None, point: str | None
         sidefx.write("end", stage.idempotency_key, stage.attempt)
         return TaskResult.success(outputs={"score": stage.context["customer"] * 2, "by": sidefx.generation})
 
-    async with engine:
-        handle = await engine.submit(crash_parent(), workflow_id=WORKFLOW_ID)
-        with anyio.fail_after(30):
-            view = await handle.wait()
-    if view.status is not WorkflowStatus.SUCCEEDED:
-        print(f"{WORKFLOW_ID} ended {view.status}", file=sys.stderr)
-        return 1
-    print("done", flush=True)
-    return 0
+    return await run_to_success(engine, crash_parent(), WORKFLOW_ID, timeout=30)
 
 
 def main(argv: list[str]) -> int:

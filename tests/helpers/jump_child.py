@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import anyio
-from crash_child import SideEffects
+from crash_child import SideEffects, run_to_success
 
-from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio import Engine, Stage, StageView, TaskResult, Workflow
 from stabilize_aio.testing import crash_points
 
 WORKFLOW_ID = "wf-jump"
@@ -68,15 +68,7 @@ async def run(db: Path, sidefx: SideEffects, point: str | None) -> int:
         sidefx.write("end", stage.idempotency_key, stage.attempt)
         return TaskResult.success(outputs={"done_after_round": ctx["round"], "b_saw": ctx["b_saw"]})
 
-    async with engine:
-        handle = await engine.submit(build_workflow(), workflow_id=WORKFLOW_ID)
-        with anyio.fail_after(30):
-            view = await handle.wait()
-    if view.status is not WorkflowStatus.SUCCEEDED:
-        print(f"{WORKFLOW_ID} ended {view.status}", file=sys.stderr)
-        return 1
-    print("done", flush=True)
-    return 0
+    return await run_to_success(engine, build_workflow(), WORKFLOW_ID, timeout=30)
 
 
 def main(argv: list[str]) -> int:
