@@ -7,7 +7,6 @@ one task (see :mod:`stabilize_aio._lifecycle`). What each part does is in docs/a
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -18,9 +17,9 @@ import anyio
 import anyio.abc
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._codec import plain
 from ._config import DEFAULT_URL, EngineConfig
-from ._errors import ConcurrencyError, EngineStateError, WorkflowExists
+from ._control import RunControl
+from ._errors import EngineStateError, WorkflowExists
 from ._ids import check_id
 from ._lifecycle import Life, Lifecycle
 from ._run import WorkflowRun
@@ -35,7 +34,6 @@ from .model.values import Event
 from .model.views import WorkflowSummary, WorkflowView
 from .pool.registry import Registry, TaskOptionArgs, registering
 from .resilience.breaker import CircuitBreaker
-from .runtime.commands import cancel_command, signal_command
 from .runtime.parts import Runtime
 from .runtime.statistics import EngineStatistics
 from .state.views import view_of
@@ -50,7 +48,7 @@ R = TypeVar("R", bound=Reducer)
 T = TypeVar("T", bound=StageType)
 
 
-class Engine:
+class Engine(RunControl):
     """A durable workflow engine on one store.
 
     ``url`` names the store (``sqlite:///path.db``, the default ``./stabilize.db``, or
@@ -291,36 +289,7 @@ class Engine:
         check_id(workflow_id)
         return await self._runtime.history(workflow_id)
 
-    # control -----------------------------------------------------------------
-    async def cancel(self, workflow_id: str, reason: str = "") -> WorkflowView:
-        """Cancel a run for real (its running calls cancelled, then its compensations); returns its final view.
-
-        Idempotent: cancelling a finished run returns its view unchanged."""
-        runtime = self._require_running()
-        view = await self.get(workflow_id)  # checks the id
-        if not view.status.is_complete:
-            with contextlib.suppress(ConcurrencyError):  # a cancel is already pending for this run
-                await runtime.command(workflow_id, cancel_command(reason))
-        return await self.wait(workflow_id)
-
-    async def signal(self, workflow_id: str, stage: str, name: str, data: Any = None) -> None:
-        """Send a signal to a stage of a run, from any process; it is durable once this returns.
-
-        A stage whose task returned ``TaskResult.suspend()`` resumes: its task is called
-        again with ``_signal_name`` and ``_signal_data`` in its context. A signal that
-        arrives before the stage suspends is kept on the stage and consumed when it does.
-
-        Raises:
-            WorkflowNotFound: no run has this id.
-            DefinitionError: the run has no stage ``stage``, or ``data`` cannot be encoded.
-            EngineStateError: the run has finished.
-        """
-        runtime = self._require_running()
-        check_id(workflow_id)
-        data = plain(data, what="signal data", stage=stage)  # refused before the run is read
-        state = await runtime.state(workflow_id)
-        await runtime.command(workflow_id, signal_command(state, stage, name, data))
-
+    # control (cancel, signal, pause, resume, restart, skip, cancel_region: _control.py) --------------
     async def wait_idle(self) -> None:
         """Wait until no task call runs, no actor runs a turn and nothing waits to be committed (timers may wait)."""
         await self._require_running().wait_idle()

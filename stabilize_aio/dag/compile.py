@@ -14,6 +14,7 @@ import msgspec
 
 from .._codec import plain
 from .._errors import DefinitionError, UnknownTaskError
+from ..model.coordination import Coordination
 from ..model.definitions import Stage, Workflow
 from ..model.plans import StageType
 from ..model.records import ChildPlan, StageSpec, WorkflowRecord
@@ -101,6 +102,11 @@ def _child(workflow: Workflow, unknown: Collection[str]) -> ChildPlan:
     """A sub-workflow's child run, compiled with its parent (it is stored with it)."""
     record, specs = compile_workflow(workflow, {}, unknown)
     return ChildPlan(application=record.application, name=record.name, specs=specs, max_jumps=record.max_jumps)
+
+
+def _coord(c: Coordination, index: Mapping[str, int]) -> Coordination:
+    """A stage's coordination with its milestone named by index."""
+    return c if c.milestone_ref is None else msgspec.structs.replace(c, milestone=index[c.milestone_ref])
 
 
 def _plain(s: Stage) -> bool:
@@ -225,6 +231,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collec
             enabled=s.enabled,
             instances=s.instances,
             child=None if s.workflow is None else _child(s.workflow, unknown),
+            coord=None if s.coordination is None else _coord(s.coordination, index),
             output_reducers=dict(s.output_reducers) if s.output_reducers else None,
             reduce_from=tuple(dict.fromkeys(index[r] for r in s.requisites)) if s.output_reducers else (),
             **(
@@ -244,5 +251,7 @@ def compile_workflow(workflow: Workflow, inputs: dict[str, Any], unknown: Collec
         inputs=inputs,
         max_jumps=workflow.max_jumps,
         timeout=workflow.timeout,
+        start_deadline=workflow.start_deadline,
+        admission=workflow.admission,
     )
     return record, specs

@@ -9,7 +9,8 @@ workflow) are plain calls here and never become rows. A turn amounts to a
 
 One module per message family over a small kernel (``kernel.py``): task calls
 (``tasks.py``), signals (``signals.py``), control and containment
-(``control.py``). The rules are stabilize's (docs/architecture.md, "Semantics").
+(``control.py``), an operator's verbs (``verbs.py``), coordinating stages
+(``coordination.py``). The rules are stabilize's (docs/architecture.md, "Semantics").
 Handlers import no store, runtime, pool or anyio (a test checks the imports).
 """
 
@@ -17,12 +18,28 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from ..messages.durable import CancelWorkflow, ChildDone, RunTask, Send, SignalStage, StageTimeout, WorkflowTimeout
+from ..messages.durable import (
+    CancelRegion,
+    CancelWorkflow,
+    ChildDone,
+    Granted,
+    PauseWorkflow,
+    RestartWorkflow,
+    ResumeWorkflow,
+    RunTask,
+    Send,
+    SignalStage,
+    SignalTimeout,
+    SkipStage,
+    StageTimeout,
+    StartDeadline,
+    WorkflowTimeout,
+)
 from ..messages.memory import FailWorkflow, Message, ParkTask, Sent, TaskDone, Undecodable
 from ..state.commit import Commit, Effects
 from ..state.turn import Turn
 from ..state.workflow import WorkflowState
-from . import control, kernel, signals, subflows, tasks
+from . import control, coordination, kernel, signals, subflows, tasks, verbs
 
 __all__ = ("apply", "begin", "handle", "start")
 
@@ -54,13 +71,33 @@ def apply(turn: Turn, message: Message) -> None:
             subflows.child_done(turn, message)
         case WorkflowTimeout():
             control.workflow_timeout(turn, message)
+        case PauseWorkflow():
+            verbs.pause(turn, message)
+        case ResumeWorkflow():
+            verbs.resume(turn, message)
+        case RestartWorkflow():
+            verbs.restart(turn, message)
+        case SkipStage():
+            verbs.skip(turn, message)
+        case CancelRegion():
+            coordination.cancel_region(turn, message)
+        case SignalTimeout():
+            signals.signal_timeout(turn, message)
+        case Granted():
+            coordination.granted(turn, message)
+        case StartDeadline():
+            control.start_deadline(turn, message)
         case _:
             assert_never(message)
+    if turn.record.waits:  # stages wait for a mutex or a milestone: this message may have freed them
+        coordination.settle(turn)
 
 
 def begin(turn: Turn) -> None:
     """Fold the start of a just-submitted run into a turn (committed with the run's insert: no start row)."""
     kernel.begin(turn)
+    if turn.record.waits:
+        coordination.settle(turn)
 
 
 def handle(state: WorkflowState, message: Message, now: float) -> tuple[Commit, Effects]:

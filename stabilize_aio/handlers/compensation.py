@@ -20,7 +20,7 @@ from typing import Any
 from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
-from .kernel import finish, start_stage
+from .kernel import finish, run_key, start_stage
 
 S = WorkflowStatus
 
@@ -43,8 +43,10 @@ def owed(turn: Turn) -> list[int]:
 
 def begin(turn: Turn, order: list[int], status: WorkflowStatus, **changes: Any) -> None:
     """The run halts with ``status``: its compensations run first, one after another, from ``order[0]``."""
-    turn.set_workflow(S.RUNNING, halting=True, compensation="running", queue=tuple(order[1:]), ending=status, **changes)
-    turn.record_event("compensation.started", "compensation.started", message=f"{len(order)} to compensate")
+    turn.update_workflow(halting=True, compensation="running", queue=tuple(order[1:]), ending=status, **changes)
+    turn.record_event(
+        "compensation.started", run_key(turn, "compensation.started"), message=f"{len(order)} to compensate"
+    )
     start_stage(turn, order[0])
 
 
@@ -58,7 +60,7 @@ def ended(turn: Turn, s: int, status: WorkflowStatus) -> None:
         )
     record = turn.record
     if record.queue:
-        turn.set_workflow(S.RUNNING, queue=record.queue[1:])
+        turn.update_workflow(queue=record.queue[1:])
         start_stage(turn, record.queue[0])
         return
     failed = any(
@@ -66,6 +68,6 @@ def ended(turn: Turn, s: int, status: WorkflowStatus) -> None:
         for i, run in turn.runs()
     )
     outcome = "failed" if failed else "done"
-    turn.record_event("compensation.completed", "compensation.completed", message=outcome)
+    turn.record_event("compensation.completed", run_key(turn, "compensation.completed"), message=outcome)
     assert record.ending is not None
     finish(turn, record.ending, compensation=outcome, halting=False)

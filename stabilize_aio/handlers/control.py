@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from ..messages.durable import CancelWorkflow, StageTimeout, WorkflowTimeout
+from typing import Any
+
+from ..messages.durable import CancelWorkflow, StageTimeout, StartDeadline, WorkflowTimeout
 from ..messages.memory import FailWorkflow, Undecodable
 from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
-from .kernel import complete_stage, drop_pending, halt
+from .kernel import complete_stage, halt, release_all, run_key
 from .subflows import tell_parent
+from .undo import drop_pending
 
 S = WorkflowStatus
 
@@ -22,7 +25,7 @@ def cancel_workflow(turn: Turn, msg: CancelWorkflow) -> None:
     turn.consume(msg.id)
     if turn.record.halting:  # on_failure stages or compensations are running: a cancel does not stop them
         if turn.record.cancel_reason is None:  # (but it is recorded)
-            turn.set_workflow(S.RUNNING, cancel_reason=msg.reason or "canceled")
+            turn.update_workflow(cancel_reason=msg.reason or "canceled")
         return
     halt(turn, S.CANCELED, include_not_started=True, cancel_reason=msg.reason or "canceled")
 
@@ -34,7 +37,18 @@ def workflow_timeout(turn: Turn, msg: WorkflowTimeout) -> None:
         turn.discard(msg.id)  # ended (or winding down) already
         return
     turn.consume(msg.id)
-    reason = f"timeout: the run passed its timeout of {record.timeout}s"
+    reason = f"timeout: the run passed its timeout of {record.timeout:g}s"
+    halt(turn, S.CANCELED, include_not_started=True, cancel_reason=reason)
+
+
+def start_deadline(turn: Turn, msg: StartDeadline) -> None:
+    """A run still waiting to start (BUFFERED) passed its start_deadline: it ends CANCELED."""
+    record = turn.record
+    if record.status is not S.BUFFERED or msg.id != f"start_deadline:{record.epoch}":
+        turn.discard(msg.id)  # it started (or ended) in time
+        return
+    turn.consume(msg.id)
+    reason = f"start_deadline: the run did not start within {record.start_deadline:g}s"
     halt(turn, S.CANCELED, include_not_started=True, cancel_reason=reason)
 
 
@@ -77,13 +91,15 @@ def fail(turn: Turn, msg: FailWorkflow) -> None:
             if run.run_id is not None:
                 turn.cancel_call(run.run_id)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-    winding: dict[str, object] = {"halting": False} if turn.record.halting else {}
+    if turn.record.claimed:
+        release_all(turn)
+    winding: dict[str, Any] = {"halting": False} if turn.record.halting else {}
     if turn.record.compensation == "running":  # what was running is cancelled, the rest will never run
         winding["compensation"] = "failed"
     turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error, **winding)
     tell_parent(turn, S.TERMINAL)  # (after the purge: this row stays)
-    turn.record_event("workflow.error", "workflow.error", status=S.TERMINAL, message=error.message)
-    turn.record_event("workflow.completed", "workflow.completed", status=S.TERMINAL)
+    turn.record_event("workflow.error", run_key(turn, "workflow.error"), status=S.TERMINAL, message=error.message)
+    turn.record_event("workflow.completed", run_key(turn, "workflow.completed"), status=S.TERMINAL)
     turn.finish()
 
 

@@ -21,7 +21,8 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import cancel_live, complete_stage, prune, start_stage
+from .kernel import complete_stage, prune, start_stage
+from .undo import cancel_live
 
 S = WorkflowStatus
 

@@ -21,7 +21,8 @@ from typing import Any
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import complete_stage, maybe_complete, reset, start_stage
+from .kernel import complete_stage, maybe_complete, start_stage
+from .undo import reset
 
 S = WorkflowStatus
 
@@ -53,7 +54,7 @@ def jump(
                 f"max_jumps={record.max_jumps} jumps",
             )
             return
-        turn.set_workflow(S.RUNNING, jumps=record.jumps + 1)
+        turn.update_workflow(jumps=record.jumps + 1)
     run = turn.run(i)
     keys = ", ".join(sorted(context))
     turn.record_event(

@@ -22,37 +22,79 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..dag.joins import Decision, and_join, decide
-from ..messages.durable import RunTask, StageTimeout, WorkflowTimeout
+from ..messages.durable import RunTask, StageTimeout, StartDeadline, WorkflowTimeout
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
+from ..state.commit import Claim
 from ..state.turn import Turn
 from ..state.workflow import arrived
 from . import gates
+from .undo import cancel_stages, drop_pending, release_claim, reset
 
 S = WorkflowStatus
 #: The ends of a stage that run its on_failure stages first.
 FAILURES = frozenset({S.TERMINAL, S.STOPPED, S.FAILED_CONTINUE})
-#: The id of a run's deadline row (Workflow(timeout=...)).
-DEADLINE = "deadline"
+#: A run that is going: RUNNING, or PAUSED (results are recorded, nothing new is dispatched or started).
+GOING = frozenset({S.RUNNING, S.PAUSED})
 _MULTI_MERGE = JoinType.MULTI_MERGE
 _AND = JoinType.AND
 
 
+def run_key(turn: Turn, kind: str) -> str:
+    """The key of a workflow-level event: its kind and the run's epoch (a restart in place starts a new one)."""
+    return f"{kind}:{turn.record.epoch}"
+
+
+def deadline_id(turn: Turn) -> str:
+    """The id of the run's deadline row (``Workflow(timeout=...)``) in its current epoch."""
+    return f"deadline:{turn.record.epoch}"
+
+
 def begin(turn: Turn) -> None:
-    """Start a just-submitted run: RUNNING, every root stage started (committed with the insert)."""
+    """Start a just-submitted run: RUNNING, every root stage started (committed with the insert).
+
+    A run under an admission limit first waits BUFFERED for a slot (its claim; ``admit``).
+    """
+    if turn.record.admission is not None:
+        buffer(turn)
+        return
+    open_run(turn)
+
+
+def buffer(turn: Turn) -> None:
+    """The run waits BUFFERED for a slot of its admission key (a claim, granted in insertion order)."""
+    record = turn.record
+    admission = record.admission
+    assert admission is not None
+    key = f"admit:{admission.key}"
+    turn.set_workflow(S.BUFFERED, claimed=(key,))
+    limit, purge = admission.max_concurrent, not admission.keep_waiting
+    turn.claim(Claim(key=key, stage=-1, generation=record.epoch, limit=limit, purge=purge))
+    if record.start_deadline is not None:  # from its submit
+        deadline = record.created_at + record.start_deadline
+        turn.emit(StartDeadline(id=f"start_deadline:{record.epoch}", deliver_at=deadline))
+
+
+def open_run(turn: Turn) -> None:
+    """The run starts now: RUNNING, its deadline armed, every root stage started."""
     turn.set_workflow(S.RUNNING, started_at=turn.now)
-    turn.record_event("workflow.started", "workflow.started", status=S.RUNNING)
-    timeout = turn.record.timeout
-    if timeout is not None:  # the run's deadline, from its durable start
-        turn.emit(WorkflowTimeout(id=DEADLINE, deliver_at=turn.now + timeout))
+    turn.record_event("workflow.started", run_key(turn, "workflow.started"), status=S.RUNNING)
+    arm_deadline(turn)
     turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites and spec.parent is None:  # (synthetic stages start with their stage)
             start_stage(turn, i)  # (a root an earlier root's join pruned is not started: start_stage checks)
     turn.holds -= 1
     maybe_complete(turn)
+
+
+def arm_deadline(turn: Turn) -> None:
+    """Write the run's deadline row if it has a timeout (from now: its durable start, or its restart)."""
+    timeout = turn.record.timeout
+    if timeout is not None:
+        turn.emit(WorkflowTimeout(id=deadline_id(turn), deliver_at=turn.now + timeout))
 
 
 def start_stage(turn: Turn, i: int) -> None:
@@ -64,7 +106,9 @@ def start_stage(turn: Turn, i: int) -> None:
     """
     record = turn.record
     if record.status is not S.RUNNING:
-        return  # an earlier stage of this turn ended the run (a condition or reducer that failed it)
+        if record.status is S.PAUSED and i not in record.deferred:
+            turn.update_workflow(deferred=(*record.deferred, i))  # it starts at resume
+        return  # (or an earlier stage of this turn ended the run: a condition or reducer that failed it)
     spec = turn.spec(i)
     if record.halting and spec.role not in ("on_failure", "compensate"):
         return  # on_failure stages or compensations run before the run ends: nothing else starts
@@ -72,6 +116,11 @@ def start_stage(turn: Turn, i: int) -> None:
         if not turn.run(i).merging:
             return  # started or ended already in this turn (a join's cancel_remaining pruned it, say)
         reset(turn, i, merge_run=True)
+    if spec.coord is not None:
+        from .coordination import gate  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        if not gate(turn, i, spec.coord):
+            return  # it waits (a mutex, a milestone), or it ended (a deferred choice lost, a milestone passed)
     if spec.join_type is _MULTI_MERGE:
         from .routing import merge_run  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
@@ -207,7 +256,7 @@ def call_key(i: int, run: StageRun) -> str:
 
 def current(turn: Turn, run_msg: RunTask) -> StageRun | None:
     """The stage run a RunTask belongs to, or None if the message is stale."""
-    if turn.record.status is not S.RUNNING:
+    if turn.record.status not in GOING:
         return None
     run = turn.run(run_msg.stage)
     if run.status is not S.RUNNING or run.run_id != run_msg.id:
@@ -223,12 +272,14 @@ def complete_stage(
     *,
     pruned: str | None = None,
     dropped: tuple[int, ...] | None = None,
+    note: str | None = None,
 ) -> None:
     """End stage ``i`` with ``status``; decide its children's joins; halt or complete the run.
 
     ``pruned`` (why) ends it SKIPPED by a pattern; ``dropped`` names children
-    whose edge from it is dead (a forward jump). An OR split's conditions are
-    asked here, over its context and outputs, before it ends.
+    whose edge from it is dead (a forward jump); ``note`` says why it was skipped
+    otherwise (an operator, a milestone). An OR split's conditions are asked
+    here, over its context and outputs, before it ends.
     """
     run = turn.run(i)
     if run.status is S.SUSPENDED:  # a deadline on a signal wait: the stage resumes to end (the table's way)
@@ -254,6 +305,11 @@ def complete_stage(
     if run.timer_id is not None:
         turn.consume(run.timer_id)
     changes: dict[str, Any] = {"ended_at": turn.now, "run_id": None, "timer_id": None, "parked": False}
+    if run.wait_id is not None:  # a signal wait with a timeout: its row goes
+        turn.consume(run.wait_id)
+        changes["wait_id"] = None
+    if run.claim:  # its global mutex: the next claim is granted after this commit
+        release_claim(turn, i, run)
     if error is not None:
         changes["error"] = error
     if pruned is not None:
@@ -271,7 +327,7 @@ def complete_stage(
     turn.set_stage(i, status, **changes)
     if status is S.SKIPPED:
         turn.record_event(
-            "stage.skipped", f"stage.skipped:{i}:{run.generation}", stage=i, status=status, message=pruned
+            "stage.skipped", f"stage.skipped:{i}:{run.generation}", stage=i, status=status, message=pruned or note
         )
     else:
         turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=status)
@@ -314,7 +370,7 @@ def release(turn: Turn, i: int) -> None:
 def arrive(turn: Turn, c: int) -> None:
     """One of stage ``c``'s requisites ended: its join policy decides what ``c`` does now."""
     record = turn.record
-    if record.status is not S.RUNNING or record.halting:
+    if record.status not in GOING or record.halting:
         return  # an earlier stage of this turn halted the run: nothing more is decided
     spec = turn.spec(c)
     if spec.join_type is _AND:  # the common join, decided without building its counts
@@ -336,62 +392,11 @@ def arrive(turn: Turn, c: int) -> None:
 def prune(turn: Turn, i: int, why: str) -> None:
     """End stage ``i`` SKIPPED by a pattern (a running call is cancelled for real); its downstream follows."""
     run = turn.run(i)
-    if run.status.is_complete or turn.record.status is not S.RUNNING:
+    if run.status.is_complete or turn.record.status not in GOING:
         return
     if run.status in LIVE:
         drop_pending(turn, i, run)
     complete_stage(turn, i, S.SKIPPED, pruned=why)
-
-
-def reset(turn: Turn, k: int, *, merge_run: bool = False) -> None:
-    """Put stage ``k`` back to NOT_STARTED as a new generation (new idempotency keys); a running call is cancelled.
-
-    ``merge_run``: the next run of a MULTI_MERGE join between runs, which keeps
-    its last run's outputs (until this run begins) and the arrivals it noted.
-    """
-    run = turn.run(k)
-    if run.status in LIVE:
-        drop_pending(turn, k, run)
-    spec = turn.spec(k)
-    for c in (*spec.before, *spec.after, *spec.on_failure):  # its synthetic stages start again with it
-        if turn.run(c).status is not S.NOT_STARTED:
-            reset(turn, c)
-    if run.fanned is not None and not run.fanned.closed:  # its instances go (it makes new ones when it starts)
-        from .instances import stop  # noqa: PLC0415 (built on this kernel: it imports the kernel)
-
-        stop(turn, k)
-    if merge_run:
-        kept = {
-            "outputs": run.outputs,
-            "context_update": run.context_update,
-            "fired": run.fired,
-            "arrivals": run.arrivals,
-        }
-    else:
-        kept = {"outputs": {}, "context_update": {}, "fired": 0, "arrivals": ()}
-    turn.set_stage(
-        k,
-        S.NOT_STARTED,
-        reset=True,
-        generation=run.generation + 1,
-        task_index=0,
-        attempt=1,
-        polls=0,
-        failed_continue=False,
-        error=None,
-        started_at=None,
-        ended_at=None,
-        run_id=None,
-        timer_id=None,
-        parked=False,
-        pruned=False,
-        dropped=(),
-        merging=False,
-        held=None,
-        fanned=None,
-        child=None,
-        **kept,
-    )
 
 
 def maybe_complete(turn: Turn) -> None:
@@ -404,6 +409,11 @@ def maybe_complete(turn: Turn) -> None:
     """
     if turn.active or turn.holds or turn.record.status is not S.RUNNING:
         return
+    if turn.record.waits:  # ready stages wait for a mutex or a milestone: they may go now
+        from .coordination import settle  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
+        if not settle(turn, ending=True):
+            return  # something runs again, or a stage waits for a key another run holds
     own = [(i, run) for i, run in turn.runs() if turn.spec(i).parent is None]  # (synthetic: their stage's business)
     statuses = [run.status for _, run in own]
     if S.TERMINAL in statuses:
@@ -422,6 +432,7 @@ def halt(turn: Turn, status: WorkflowStatus, *, include_not_started: bool = Fals
     """End the run with ``status`` (TERMINAL, CANCELED): live stages cancelled, compensations first if owed."""
     from . import compensation  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
+    unpause(turn)
     order = compensation.owed(turn) if turn.record.compensation is None else []
     cancel_stages(turn, include_not_started=include_not_started)
     if order:
@@ -436,48 +447,30 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
         from .subflows import tell_parent  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
         tell_parent(turn, status)
-    if turn.record.halting:
+    record = turn.record
+    if record.halting:
         changes.setdefault("halting", False)  # (it has ended: nothing is winding down any more)
-    if turn.record.timeout is not None:
-        turn.drop(DEADLINE)  # its deadline row, if it is still there (or written in this very turn)
+    if record.waits:
+        changes.setdefault("waits", ())
+    if record.claimed:
+        release_all(turn)
+    if record.timeout is not None:
+        turn.drop(deadline_id(turn))  # its deadline row, if it is still there (or written in this very turn)
+    unpause(turn)
     turn.set_workflow(status, ended_at=turn.now, **changes)
-    turn.record_event("workflow.completed", "workflow.completed", status=status)
+    turn.record_event("workflow.completed", run_key(turn, "workflow.completed"), status=status)
     turn.finish()
 
 
-def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = None) -> None:
-    """Cancel every live stage (their rows and calls too) and, if asked, the ones not started.
-
-    ``keep``: a stage (and its synthetic stages) left running (a failed stage whose on_failure stages run).
-    """
+def release_all(turn: Turn) -> None:
+    """The run ends: every claim it has on a shared key goes (each key is granted again after the commit)."""
+    turn.release_all(turn.record.claimed)
     for i, run in list(turn.runs()):
-        if keep is not None and (i == keep or turn.spec(i).parent == keep):
-            continue
-        if run.status is S.NOT_STARTED and turn.spec(i).role == "compensate":
-            continue  # compensations run after the cancel
-        if run.status in LIVE:
-            cancel_live(turn, i)
-        elif include_not_started and run.status is S.NOT_STARTED:
-            turn.set_stage(i, S.CANCELED, ended_at=turn.now)
+        if run.claim:
+            turn.update_stage(i, claim=0)
 
 
-def cancel_live(turn: Turn, i: int) -> None:
-    """Cancel stage ``i`` if it is live: its rows, its call (or child run), CANCELED, ``stage.completed``."""
-    run = turn.run(i)
-    if run.status in LIVE:
-        drop_pending(turn, i, run)
-        turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
-        turn.record_event("stage.completed", f"stage.completed:{i}:{run.generation}", stage=i, status=S.CANCELED)
-
-
-def drop_pending(turn: Turn, i: int, run: StageRun) -> None:
-    """Consume a stage's pending rows (its RunTask, its stage timer) and cancel its call (or its child run)."""
-    if run.child is not None and run.status in LIVE:
-        from .subflows import cancel_child  # noqa: PLC0415 (built on this kernel: it imports the kernel)
-
-        cancel_child(turn, i)
-    if run.run_id is not None:
-        turn.consume(run.run_id)
-        turn.cancel_call(run.run_id)
-    if run.timer_id is not None:
-        turn.consume(run.timer_id)
+def unpause(turn: Turn) -> None:
+    """A PAUSED run that ends (a deadline, a cancel, a failure) passes through RUNNING within the turn."""
+    if turn.record.status is S.PAUSED:
+        turn.set_workflow(S.RUNNING, pause_reason=None, deferred=())

@@ -19,7 +19,8 @@ from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import cancel_live, cancel_stages, complete_stage, run_tasks, start_stage
+from .kernel import complete_stage, run_tasks, start_stage
+from .undo import cancel_live, cancel_stages
 
 S = WorkflowStatus
 
@@ -81,7 +82,7 @@ def fail_over(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo | Non
     turn.update_stage(i, held=status, error=error or run.error, timer_id=None, run_id=None)
     if status is S.TERMINAL:  # the run halts: the other stages stop now, the run ends after these
         cancel_stages(turn, include_not_started=False, keep=i)
-        turn.set_workflow(S.RUNNING, halting=True)
+        turn.update_workflow(halting=True)
     start_stage(turn, turn.spec(i).on_failure[0])
 
 

@@ -21,7 +21,7 @@ from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .jumps import jump
 from .kernel import call_key, complete_stage, current, emit_run, tasks_done
-from .signals import resume
+from .signals import resume, suspend
 
 S = WorkflowStatus
 
@@ -30,8 +30,8 @@ CALL_TIMEOUT = "TaskTimeout"
 
 
 def redelivered_run(turn: Turn, msg: RunTask) -> None:
-    """A RunTask delivered to the actor (recovery, a due timer): dispatch it if current."""
-    if current(turn, msg) is not None:
+    """A RunTask delivered to the actor (recovery, a due timer): dispatch it if current (and not PAUSED)."""
+    if current(turn, msg) is not None and turn.record.status is S.RUNNING:
         turn.dispatch(msg)
 
 
@@ -71,20 +71,24 @@ def task_done(turn: Turn, msg: TaskDone) -> None:
         return
     result = out.result
     assert result is not None
-    if result.status is S.REDIRECT and result.target is not None:
+    status = result.status
+    coord = turn.spec(i).coord
+    if coord is not None and coord.choice is not None and status is not S.RUNNING and status is not S.SUSPENDED:
+        from .coordination import choose  # noqa: PLC0415 (built on the kernel, as this module)
+
+        choose(turn, i, coord.choice)  # the first of its group to commit to a result wins
+    if status is S.REDIRECT and result.target is not None:
         turn.update_stage(i, run_id=None, parked=False)
         jump(turn, i, result.target, context=result.context, outputs=result.outputs)
         return
     outputs = {**run.outputs, **result.outputs} if result.outputs else run.outputs
     ctx = {**run.context_update, **result.context} if result.context else run.context_update
     turn.update_stage(i, outputs=outputs, context_update=ctx, run_id=None, parked=False)
-    status = result.status
     if status is S.SUSPENDED:
         if run.signals:  # a signal came first: consume it at once
             resume(turn, i, run.signals[0], rest=run.signals[1:])
         else:
-            turn.set_stage(i, S.SUSPENDED)
-            turn.record_event("stage.suspended", f"stage.suspended:{i}:{run.generation}:{run.polls}", stage=i)
+            suspend(turn, i, result.timeout, result.on_timeout)
         return
     if status is S.RUNNING:
         turn.update_stage(i, polls=run.polls + 1)

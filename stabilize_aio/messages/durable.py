@@ -99,7 +99,93 @@ class WorkflowTimeout(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="
     deliver_at: float | None = None
 
 
-Durable = RunTask | StageTimeout | CancelWorkflow | SignalStage | Send | ChildDone | WorkflowTimeout
+class PauseWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="pause"):
+    """A command from outside: pause the run (``cancel``: its running calls too, to run again at resume)."""
+
+    id: str
+    reason: str = ""
+    cancel: bool = False
+    deliver_at: float | None = None
+
+
+class ResumeWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="resume"):
+    """A command from outside: resume a paused run."""
+
+    id: str
+    deliver_at: float | None = None
+
+
+class RestartWorkflow(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="restart"):
+    """A command from outside: re-open a finished run in place (``stage``: from that stage; -1: its failures)."""
+
+    id: str
+    stage: int = -1
+    epoch: int = 0  # the epoch the caller saw: a restart of an epoch that is over is dropped
+    deliver_at: float | None = None
+
+
+class SkipStage(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="skip"):
+    """A command from outside: end one unfinished stage SKIPPED (its call cancelled); its downstream goes on."""
+
+    id: str
+    stage: int
+    deliver_at: float | None = None
+
+
+class CancelRegion(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="cancel_region"):
+    """A command from outside: cancel every unfinished stage of a cancel region for real."""
+
+    id: str
+    region: str
+    deliver_at: float | None = None
+
+
+class SignalTimeout(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="signal_timeout"):
+    """Fires when a suspended stage's signal wait (``TaskResult.suspend(timeout=...)``) runs out."""
+
+    id: str
+    stage: int
+    on_timeout: str = "fail"  # "fail", "skip" or "continue"
+    deliver_at: float | None = None
+
+
+class Granted(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="grant"):
+    """A claim on a shared key came first: its stage may start (stage -1: the run is admitted)."""
+
+    id: str
+    key: str
+    stage: int
+    generation: int  # the stage's generation (the run's epoch for an admission) the claim was made for
+    deliver_at: float | None = None
+
+
+class StartDeadline(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="start_deadline"):
+    """Fires when a run still waiting to start (BUFFERED) passes its ``start_deadline``."""
+
+    id: str
+    deliver_at: float | None = None
+
+
+Durable = (
+    RunTask
+    | StageTimeout
+    | CancelWorkflow
+    | SignalStage
+    | Send
+    | ChildDone
+    | WorkflowTimeout
+    | PauseWorkflow
+    | ResumeWorkflow
+    | RestartWorkflow
+    | SkipStage
+    | CancelRegion
+    | SignalTimeout
+    | Granted
+    | StartDeadline
+)
+
+#: The outside commands: rows with a random id, each applied at most once by its actor (late ones dropped).
+COMMANDS = (CancelWorkflow, SignalStage, PauseWorkflow, ResumeWorkflow, RestartWorkflow, SkipStage, CancelRegion)
 
 durable_encoder = msgspec.msgpack.Encoder()
 

@@ -23,9 +23,11 @@ from .._errors import (
 )
 from .._ids import check_id
 from .conditions import parse
+from .coordination import Coordination, admission, check_milestones, coordination, seconds
 from .instances import MultiInstance, check_instances
 from .plans import synthetic
 from .routing import PARTIAL_JOINS, JoinType, LoopSpec, SplitType
+from .status import WorkflowStatus
 
 #: The empty mapping plain stages share (no allocation per stage; read-only).
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -77,6 +79,16 @@ class Stage:
             number of times (:class:`MultiInstance`); each instance a stage of its own.
         workflow: a sub-workflow stage: it runs this workflow as a child run
             (inputs: the stage's context) and ends with it, its outputs the child's.
+        mutex_key: no two stages holding this key run at once (from start to end;
+            waiters first come, first served); ``mutex_scope`` ``"workflow"`` (the
+            default: this run's stages) or ``"global"`` (every run on the store).
+        deferred_choice_group: the first stage of the group whose task commits to
+            a result (anything but running or suspend) or gets a signal wins; the
+            others are cancelled for real and end SKIPPED (pruned).
+        milestone_ref_id: when ready, the stage waits until that stage is in
+            ``milestone_status`` (default SUSPENDED), runs while it is, and is
+            SKIPPED if it has passed it.
+        cancel_region: the region ``engine.cancel_region(wid, region)`` cancels.
     """
 
     __slots__ = (
@@ -87,6 +99,7 @@ class Stage:
         "complete_other_branches_then_fail",
         "context",
         "continue_on_failure",
+        "coordination",
         "enabled",
         "fail_workflow",
         "instances",
@@ -135,6 +148,12 @@ class Stage:
         compensate: str | None = None,
         instances: MultiInstance | None = None,
         workflow: Workflow | None = None,
+        mutex_key: str | None = None,
+        mutex_scope: str = "workflow",
+        deferred_choice_group: str | None = None,
+        milestone_ref_id: str | None = None,
+        milestone_status: WorkflowStatus | str | None = None,
+        cancel_region: str | None = None,
     ) -> None:
         if not isinstance(ref_id, str) or not ref_id:
             raise DefinitionError(f"stage ref id must be a non-empty string, got {ref_id!r}")
@@ -213,6 +232,11 @@ class Stage:
             )
         #: A sub-workflow stage's child definition, else None.
         self.workflow = workflow
+        #: Its mutex, deferred choice, milestone and cancel region (None: it has none).
+        self.coordination: Coordination | None = coordination(
+            ref_id, mutex_key=mutex_key, mutex_scope=mutex_scope, deferred_choice_group=deferred_choice_group,
+            milestone_ref_id=milestone_ref_id, milestone_status=milestone_status, cancel_region=cancel_region,
+        )  # fmt: skip
         if self.instances is not None and (before or after or on_failure):
             raise DefinitionError(
                 f"stage {ref_id!r}: a multi-instance stage has no synthetic stages (give them to a stage around it)",
@@ -277,12 +301,20 @@ def _split(
 class Workflow:
     """A workflow definition: a DAG of stages. Submitting it starts a run.
 
+    ``max_jumps`` bounds the jumps a run takes; ``timeout`` (seconds from its
+    durable start) ends a run CANCELED; ``start_deadline`` (seconds from its
+    submit) cancels a run that has not started by then (one waiting BUFFERED);
+    ``concurrency_key`` with ``max_concurrent`` (default 1) lets at most that
+    many unfinished runs of the key run, the others wait BUFFERED and start in
+    submit order (``keep_waiting=False``: those left when a slot frees are
+    CANCELED instead, stabilize's purge).
+
     Raises:
         DefinitionError: (a subclass naming the stage) for an empty workflow,
             duplicate or unknown ref ids, and cycles.
     """
 
-    __slots__ = ("application", "max_jumps", "name", "order", "stages", "timeout")
+    __slots__ = ("admission", "application", "max_jumps", "name", "order", "stages", "start_deadline", "timeout")
 
     def __init__(
         self,
@@ -292,6 +324,10 @@ class Workflow:
         stages: Sequence[Stage],
         max_jumps: int = 10,
         timeout: float | None = None,
+        start_deadline: float | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent: int | None = None,
+        keep_waiting: bool = True,
     ) -> None:
         for label, value in (("application", application), ("name", name)):
             try:
@@ -332,13 +368,16 @@ class Workflow:
             raise DefinitionError(f"workflow {name!r}: max_jumps must be an int >= 0, got {max_jumps!r}")
         #: How many jumps a run may take (``TaskResult.jump_to``; loop jumps are not counted).
         self.max_jumps = max_jumps
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise DefinitionError(f"workflow {name!r}: timeout must be a number of seconds > 0, got {timeout!r}")
         #: Seconds a run may live from its start; past it, it ends CANCELED for real (its compensations run).
-        self.timeout = timeout
+        self.timeout = seconds(name, "timeout", timeout)
+        #: Seconds after its submit a run must have started by (one waiting BUFFERED); past it, CANCELED.
+        self.start_deadline = seconds(name, "start_deadline", start_deadline)
+        #: Its admission limit (concurrency_key, max_concurrent, keep_waiting), else None.
+        self.admission = admission(
+            name, concurrency_key=concurrency_key, max_concurrent=max_concurrent, keep_waiting=keep_waiting
+        )
         _check_routing(self.stages, seen)
+        check_milestones({s.ref_id: s.coordination for s in self.stages if s.coordination is not None}, seen)
 
     def __repr__(self) -> str:
         return f"Workflow(application={self.application!r}, name={self.name!r}, stages={len(self.stages)})"

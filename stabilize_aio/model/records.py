@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from .coordination import Admission, Coordination
 from .instances import InstanceCounts, MultiInstance
 from .routing import JoinType, LoopSpec
 from .status import WorkflowStatus, transition
@@ -61,6 +62,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     unknown_ok: tuple[int, ...] = ()  # its tasks whose type compensates a call in flight (compensate_unknown)
     instances: MultiInstance | None = None  # a multi-instance stage (model/instances.py)
     child: ChildPlan | None = None  # a sub-workflow stage: the run it starts
+    coord: Coordination | None = None  # its mutex, deferred choice, milestone, cancel region (model/coordination.py)
 
     def failure_status(self) -> WorkflowStatus:
         """The status a failed task gives this stage (stabilize's ``failure_status``)."""
@@ -99,6 +101,8 @@ class StageRun(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     child: str | None = None  # a sub-workflow stage: the id of the child run it started
     done_seq: int = 0  # a stage that declares compensate: its place in the order stages succeeded (1, 2, ...)
     merging: bool = False  # a MULTI_MERGE join between runs, ended as its last run: more may come (edges stay open)
+    wait_id: str | None = None  # a suspended stage's signal wait with a timeout: the row that ends the wait
+    claim: int = 0  # a global mutex stage: 1 its claim waits, 2 it holds the key (store table ``claims``)
 
 
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
@@ -126,6 +130,14 @@ class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_d
     timeout: float | None = None  # seconds the run may live from its start (Workflow(timeout=...))
     jumps: int = 0  # jumps taken by the run (loop jumps not counted)
     max_jumps: int = 10  # the budget of jumps (Workflow(max_jumps=...))
+    epoch: int = 0  # how many times the run was restarted in place (workflow-level event keys carry it)
+    pause_reason: str | None = None  # why the run is PAUSED
+    deferred: tuple[int, ...] = ()  # stages that became ready while the run was PAUSED: they start at resume
+    waits: tuple[int, ...] = ()  # ready stages waiting for a mutex or a milestone, in the order they came
+    chosen: dict[str, int] = {}  # deferred choice groups decided: group -> the stage that won
+    start_deadline: float | None = None  # seconds after its creation the run must have started by
+    admission: Admission | None = None  # its admission limit (Workflow(concurrency_key=...))
+    claimed: tuple[str, ...] = ()  # the shared keys it has claimed (released, and granted again, when it ends)
 
 
 def set_stage_status(
@@ -137,8 +149,9 @@ def set_stage_status(
 
 
 def set_workflow_status(
-    record: WorkflowRecord, target: WorkflowStatus, *, fail: bool = False, **changes: Any
+    record: WorkflowRecord, target: WorkflowStatus, *, fail: bool = False, reset: bool = False, **changes: Any
 ) -> WorkflowRecord:
-    """The one way a workflow's status changes: checked against the table (``fail``: the containment edge)."""
-    status = transition(record.status, target, what=f"workflow {record.id!r}", fail=fail)
+    """The one way a workflow's status changes: checked against the table (``fail``: the containment edge,
+    ``reset``: a restart in place)."""
+    status = transition(record.status, target, what=f"workflow {record.id!r}", fail=fail, reset=reset)
     return msgspec.structs.replace(record, status=status, **changes)

@@ -22,6 +22,8 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     context: dict[str, Any] = {}
     error: str | None = None
     target: str | None = None  # jump_to: the ref id of the stage to jump to
+    timeout: float | None = None  # suspend: seconds the signal wait lasts (None: no limit)
+    on_timeout: str = "fail"  # suspend: what its end does ("fail", "skip" or "continue")
 
     @classmethod
     def _of(
@@ -105,12 +107,27 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return cls._of(WorkflowStatus.REDIRECT, outputs, context, target=target)
 
     @classmethod
-    def suspend(cls, *, context: Mapping[str, Any] | None = None) -> TaskResult:
+    def suspend(
+        cls,
+        *,
+        timeout: float | None = None,
+        on_timeout: str = "fail",
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
         """Wait for a signal: the stage stays SUSPENDED until ``engine.signal(...)`` resumes it.
 
         The task is then called again with ``_signal_name`` and ``_signal_data`` in its context.
+        With ``timeout`` (seconds), a wait that no signal ends in time ends by itself:
+        ``on_timeout="fail"`` fails the stage (its failure status), ``"skip"`` skips it,
+        ``"continue"`` calls the task again with ``_signal_timed_out=True`` in its context.
         """
-        return cls(status=WorkflowStatus.SUSPENDED, context=dict(context or {}))
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"suspend(timeout=...) takes seconds > 0, got {timeout!r}")
+        if on_timeout not in ("fail", "skip", "continue"):
+            raise ValueError(f"suspend(on_timeout=...) is 'fail', 'skip' or 'continue', got {on_timeout!r}")
+        return cls(status=WorkflowStatus.SUSPENDED, context=dict(context or {}), timeout=timeout, on_timeout=on_timeout)
 
     @classmethod
     def canceled(

@@ -113,6 +113,8 @@ class WorkflowView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     error: ErrorInfo | None = None
     jumps: int = 0  # jumps the run has taken (TaskResult.jump_to; loop jumps not counted)
     compensation: str | None = None  # after a failed or cancelled run's compensations: "done" or "failed"
+    epoch: int = 0  # how many times the run was restarted in place (engine.restart)
+    pause_reason: str | None = None  # why it is PAUSED (engine.pause(..., reason=...))
 
     def stage(self, ref_id: str) -> StageInfo:
         """The stage with this ref id (raises KeyError)."""

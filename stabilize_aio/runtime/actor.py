@@ -33,7 +33,7 @@ import msgspec
 
 from .. import _faults, handlers
 from .._errors import ConcurrencyError, DataError, LeaseLostError
-from ..messages.durable import CancelWorkflow, RunTask, SignalStage, StageTimeout
+from ..messages.durable import COMMANDS, Granted, RunTask, SignalTimeout, StageTimeout, StartDeadline, WorkflowTimeout
 from ..messages.memory import FailWorkflow, Message, Undecodable
 from ..model.reducers import Reducer
 from ..model.values import ErrorInfo, QuarantineRow
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stabilize_aio.actor")
 
 #: The message classes that are outbox rows (``Durable``): a second delivery of one (same id) is dropped.
-DURABLE = (RunTask, StageTimeout, CancelWorkflow, SignalStage)
+DURABLE = (RunTask, StageTimeout, SignalTimeout, WorkflowTimeout, StartDeadline, Granted, *COMMANDS)
 
 #: How many ids of rows consumed by committed turns an actor remembers to drop late duplicates.
 _RECENT = 256

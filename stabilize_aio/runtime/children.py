@@ -109,12 +109,13 @@ class Children:
         if state.record.status.is_complete:
             return
         with contextlib.suppress(ConcurrencyError):  # a cancel is pending already
-            await self._host.command(child, cancel_command("its parent run stopped it"))
+            await self._host.command(child, cancel_command(state, "its parent run stopped it"))
 
 
 def _waits_for(parent: WorkflowState, send: Send) -> bool:
     """Whether the parent's stage still runs, waiting for this child."""
-    if parent.record.status is not WorkflowStatus.RUNNING or send.stage >= len(parent.runs):
+    going = parent.record.status is WorkflowStatus.RUNNING or parent.record.status is WorkflowStatus.PAUSED
+    if not going or send.stage >= len(parent.runs):
         return False
     run = parent.runs[send.stage]
     return run.status is WorkflowStatus.RUNNING and run.generation == send.generation and run.child == send.target

@@ -1,4 +1,5 @@
-"""Outside commands: the durable rows ``cancel`` and ``signal`` commit for a run's actor.
+"""Outside commands: the durable rows the verbs (cancel, signal, pause, resume, restart, skip,
+cancel_region) commit for a run's actor.
 
 A command is checked against the run's state at the door (the stage exists,
 the run has not finished), committed as an outbox row (with a wake-up for its
@@ -12,18 +13,97 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from .._errors import DefinitionError, EngineStateError
-from ..messages.durable import CancelWorkflow, SignalStage
+from .._errors import DefinitionError, EngineStateError, RunStateError
+from ..messages.durable import (
+    CancelRegion,
+    CancelWorkflow,
+    PauseWorkflow,
+    RestartWorkflow,
+    ResumeWorkflow,
+    SignalStage,
+    SkipStage,
+)
+from ..model.status import WorkflowStatus
 from ..model.values import Signal
 from ..state.workflow import WorkflowState
 
-#: One cancel row per run at most: a second cancel while one is pending is refused by its key.
-CANCEL_ID = "cancel"
+S = WorkflowStatus
 
 
-def cancel_command(reason: str) -> CancelWorkflow:
-    """The row that cancels a run."""
-    return CancelWorkflow(id=CANCEL_ID, reason=reason)
+def cancel_command(state: WorkflowState, reason: str) -> CancelWorkflow:
+    """The row that cancels a run: one per epoch at most (a second, while one is pending, is refused by its key)."""
+    return CancelWorkflow(id=f"cancel:{state.record.epoch}", reason=reason)
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+def _refuse(state: WorkflowState, verb: str, why: str = "") -> RunStateError:
+    record = state.record
+    return RunStateError(f"workflow {record.id!r} is {record.status.value}: {verb} refused{why}")
+
+
+def _stage(state: WorkflowState, stage: str, verb: str) -> int:
+    """The index of one of the run's own stages (DefinitionError naming it otherwise)."""
+    try:
+        i = state.stage_index(stage)
+    except KeyError:
+        raise DefinitionError(
+            f"workflow {state.record.id!r} has no stage {stage!r}: {verb} refused", stage=stage
+        ) from None
+    spec = state.specs[i]
+    if spec.parent is not None or spec.role is not None:
+        raise DefinitionError(
+            f"workflow {state.record.id!r}: stage {stage!r} belongs to another stage ({spec.role}): {verb} its stage",
+            stage=stage,
+        )
+    return i
+
+
+def pause_command(state: WorkflowState, reason: str, cancel: bool) -> PauseWorkflow:
+    """The row that pauses a run (RunStateError unless it is RUNNING or PAUSED)."""
+    if state.record.status not in (S.RUNNING, S.PAUSED):
+        raise _refuse(state, "pause")
+    return PauseWorkflow(id=f"pause:{_token()}", reason=reason, cancel=cancel)
+
+
+def resume_command(state: WorkflowState) -> ResumeWorkflow | None:
+    """The row that resumes a paused run; None when it is not paused (nothing to do)."""
+    return ResumeWorkflow(id=f"resume:{_token()}") if state.record.status is S.PAUSED else None
+
+
+def restart_command(state: WorkflowState, stage: str | None) -> RestartWorkflow:
+    """The row that re-opens a finished run in place (from ``stage``, or its failed stages)."""
+    record = state.record
+    if not record.status.is_complete:
+        raise _refuse(state, "restart", " (only a finished run restarts)")
+    i = -1 if stage is None else _stage(state, stage, "restart")
+    if i < 0 and record.status is S.SUCCEEDED:
+        raise _refuse(state, "restart", " (a run that succeeded restarts from a stage: restart(wid, stage=...))")
+    return RestartWorkflow(id=f"restart:{record.epoch}", stage=i, epoch=record.epoch)
+
+
+def skip_command(state: WorkflowState, stage: str) -> SkipStage:
+    """The row that skips one unfinished stage."""
+    i = _stage(state, stage, "skip")
+    if state.record.status.is_complete:
+        raise _refuse(state, "skip")
+    run = state.runs[i]
+    if run.status.is_complete:
+        raise RunStateError(
+            f"workflow {state.record.id!r}: stage {stage!r} is {run.status.value} already: skip refused"
+        )
+    return SkipStage(id=f"skip:{_token()}", stage=i)
+
+
+def region_command(state: WorkflowState, region: str) -> CancelRegion:
+    """The row that cancels a cancel region (DefinitionError if no stage of the run is in it)."""
+    if not any(s.coord is not None and s.coord.region == region for s in state.specs):
+        raise DefinitionError(f"workflow {state.record.id!r} has no stage in cancel region {region!r}")
+    if state.record.status.is_complete:
+        raise _refuse(state, "cancel_region")
+    return CancelRegion(id=f"region:{_token()}", region=region)
 
 
 def signal_command(state: WorkflowState, stage: str, name: str, data: Any) -> SignalStage:

@@ -17,6 +17,7 @@ of bounded queues can deadlock.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -69,11 +70,20 @@ class Dispatcher:
         batch: int = 256,
         reducers: Mapping[str, Reducer] = BUILTIN,
         perform: Callable[[str, Send], Awaitable[None]] | None = None,
+        on_changed: Callable[[WorkflowState], None] | None = None,
+        reread: Callable[[str], Awaitable[None]] | None = None,
+        grant: Callable[[list[str], bool], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self._tg = tg
         self._perform = perform
-        self.effects = AfterCommit(pools, schedule, on_finished, self._send if perform is not None else None)
+        self._reread = reread
+        self._grant = grant
+        self.effects = AfterCommit(
+            pools, schedule, on_finished, self._send if perform is not None else None, on_changed=on_changed,
+            redeliver=self._redeliver if reread is not None else None,
+            grant=self._granting if grant is not None else None,
+        )  # fmt: skip
         self._owns = owns
         self.clock = clock
         self.batch = batch
@@ -204,15 +214,31 @@ class Dispatcher:
         """Do what a run owes another in a task of its own (counted busy: ``wait_quiet`` waits for it)."""
         perform = self._perform
         assert perform is not None
+        self._background(functools.partial(perform, workflow_id, send), f"{send.kind} for {workflow_id}")
+
+    def _redeliver(self, workflow_id: str) -> None:
+        """Read a run's pending rows back and deliver them, in a task of its own (a resume)."""
+        reread = self._reread
+        assert reread is not None
+        self._background(functools.partial(reread, workflow_id), f"redeliver {workflow_id}")
+
+    def _granting(self, keys: list[str], freed: bool) -> None:
+        """Grant claims on shared keys a commit changed, in a task of its own."""
+        grant = self._grant
+        assert grant is not None
+        self._background(functools.partial(grant, keys, freed), "grant claims")
+
+    def _background(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``fn`` in a task of its own, counted busy (``wait_quiet`` waits for it)."""
         self.busy()
 
         async def go() -> None:
             try:
-                await perform(workflow_id, send)
+                await fn()
             finally:
                 self.idle()
 
-        self._tg.start_soon(go, name=f"{send.kind} for {workflow_id}")
+        self._tg.start_soon(go, name=name)
 
     def statistics(self) -> MailboxStatistics:
         """Counters of the dispatcher and its actors."""

@@ -62,7 +62,7 @@ class CallBook:
 class AfterCommit:
     """Acts on committed turns for every actor of a dispatcher (it holds the pools, timers and waiters)."""
 
-    __slots__ = ("_accepting", "_on_finished", "_pools", "_schedule", "_send")
+    __slots__ = ("_accepting", "_grant", "_on_changed", "_on_finished", "_pools", "_redeliver", "_schedule", "_send")
 
     def __init__(
         self,
@@ -70,11 +70,18 @@ class AfterCommit:
         schedule: Callable[[str, Durable], None],
         on_finished: Callable[[WorkflowState], None],
         send: Callable[[str, Send], None] | None = None,
+        *,
+        on_changed: Callable[[WorkflowState], None] | None = None,
+        redeliver: Callable[[str], None] | None = None,
+        grant: Callable[[list[str], bool], None] | None = None,
     ) -> None:
         self._pools = pools
         self._schedule = schedule
         self._on_finished = on_finished
         self._send = send  # what a run owes another, done after the commit (runtime/children.py)
+        self._on_changed = on_changed  # a commit wrote the run's record (callers of a verb wait for it)
+        self._redeliver = redeliver  # read a run's pending rows back and deliver them (a resume)
+        self._grant = grant  # grant claims on shared keys whose claims a commit changed
         self._accepting = True  # False once the engine stops: calls are no longer started
 
     def stop(self) -> None:
@@ -104,8 +111,14 @@ class AfterCommit:
         if effects.sends and self._send is not None:
             for send in effects.sends:
                 self._send(workflow_id, send)
+        if effects.redeliver and self._redeliver is not None:
+            self._redeliver(workflow_id)
+        if effects.keys and self._grant is not None:
+            self._grant(effects.keys, effects.freed)
         if effects.finished:
             self._on_finished(state)
+        if commit.workflow is not None and self._on_changed is not None:
+            self._on_changed(state)
         return parks
 
     def cancel_call(self, workflow_id: str, run_id: str) -> None:

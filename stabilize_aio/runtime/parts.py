@@ -15,7 +15,9 @@ parts talk through callables and small protocols, never through the engine:
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -90,6 +92,7 @@ class Runtime:
             store=store, tg=tg, pools=self.pools, schedule=self.timers.add, on_finished=self._finished,
             owns=self.membership.owns, clock=self.clock.time, batch=config.batch,
             reducers={**BUILTIN, **self._registry.reducers}, perform=self._perform,
+            on_changed=self.waiters.changed, reread=self.recovery.reread, grant=self.grant,
         )  # fmt: skip
         self.children = Children(self, dispatcher.deliver)
         threads = anyio.CapacityLimiter(config.thread_limit)
@@ -109,9 +112,12 @@ class Runtime:
             await membership.step()  # claim a first share (and recover it) before returning
             tg.start_soon(membership.run, name="lease keeper")
             held = (lambda: ()) if config.client else (lambda: membership.held)
-            tg.start_soon(self.recovery.safety_net, config.poll_interval, held, self.waiters, name="safety net")
+            sweep = None if config.client else functools.partial(self.grant, None, False)
+            tg.start_soon(self.recovery.safety_net, config.poll_interval, held, self.waiters, sweep, name="safety net")
         else:
             await self.recovery.recover(None)
+        if not config.client:
+            await self.grant(None, False)  # claims a crash left ungranted (their turn committed, the grant never ran)
         tg.start_soon(self.timers.run, name="timers")
 
     async def shutdown(self, grace: float) -> None:
@@ -146,6 +152,21 @@ class Runtime:
         self.waiters.close()
 
     # the runs ----------------------------------------------------------------
+    async def grant(self, keys: list[str] | None, freed: bool) -> None:
+        """Grant claims on shared keys (None: all that wait); deliver the rows of the runs this process owns.
+
+        The store wrote them and woke their owners elsewhere; a failure is logged, and the
+        next release of the key, the next start or the safety net grants again.
+        """
+        try:
+            rows = await self.store.grant(keys, freed=freed)
+        except Exception:
+            log.exception("granting claims on %s failed; they are granted again later", keys or "every key")
+            return
+        for workflow_id, message in rows:
+            if self.owns(workflow_id):
+                self.deliver(workflow_id, message)
+
     async def _perform(self, workflow_id: str, send: Send) -> None:
         await self.children.perform(workflow_id, send)
 
@@ -186,6 +207,10 @@ class Runtime:
         await self.store.write(Commit(workflow_id=workflow_id, emitted=[message], notify=not owned))
         if owned:
             self.dispatcher.deliver(workflow_id, message)
+
+    async def until(self, workflow_id: str, done: Callable[[WorkflowView], bool]) -> WorkflowView:
+        """The run's view once ``done(view)`` holds (see :meth:`Waiters.until`)."""
+        return await self.waiters.until(workflow_id, done)
 
     async def state(self, workflow_id: str) -> WorkflowState:
         """The run's live state, or its state as stored (WorkflowNotFound)."""

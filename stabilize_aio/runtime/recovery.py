@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 import anyio
@@ -98,6 +98,12 @@ class Recovery:
         if count and not due_only:
             log.info("recovered %d pending messages", count)
 
+    async def reread(self, workflow_id: str) -> None:
+        """Read one workflow's pending rows and route them (a resumed run's calls go again)."""
+        now = self._clock.time()
+        for message in await self._store.pending_for(workflow_id):
+            self.route(workflow_id, message, now)
+
     # wake-ups from other processes ---------------------------------------------
     def woken(self, workflow_id: str) -> None:
         """Another process committed work for a workflow (LISTEN): queue it for its owner.
@@ -137,8 +143,15 @@ class Recovery:
         finally:
             self._picking.discard(workflow_id)
 
-    async def safety_net(self, interval: float, held: Callable[[], Collection[int]], waiters: Waiters) -> None:
-        """A slow poll behind LISTEN/NOTIFY: due work of the held shards, and completions awaited here."""
+    async def safety_net(
+        self,
+        interval: float,
+        held: Callable[[], Collection[int]],
+        waiters: Waiters,
+        grant: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """A slow poll behind LISTEN/NOTIFY: due work of the held shards, completions awaited here, and
+        (``grant``) claims on shared keys whose grant a crashed process never made."""
         while True:
             await self._clock.sleep(interval)
             try:
@@ -146,5 +159,7 @@ class Recovery:
                 if shards:
                     await self.recover(set(shards), due_only=True)
                 await waiters.check()
+                if grant is not None:
+                    await grant()
             except Exception:
                 log.exception("safety-net poll failed; retrying in %ss", interval)

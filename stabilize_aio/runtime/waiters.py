@@ -52,6 +52,7 @@ class Waiters:
         self._live = live
         self._get = get
         self._waiters: dict[str, _Waiter] = {}
+        self._watchers: dict[str, list[anyio.Event]] = {}  # callers of until(), by run
         self._closed = False
 
     def __len__(self) -> int:
@@ -100,6 +101,40 @@ class Waiters:
                 raise EngineStateError(f"wait() for {workflow_id!r}: the engine stopped before the run finished")
             # woken by another process's notification (or the safety net): look again
 
+    async def until(self, workflow_id: str, done: Callable[[WorkflowView], bool]) -> WorkflowView:
+        """The run's view once ``done(view)`` holds (a verb's effect applied: paused, resumed, restarted).
+
+        Woken by this process's commits of the run's record (:meth:`changed`); a
+        run another process owns is looked at again after a short, growing delay.
+        """
+        delay = 0.005
+        while True:
+            event = anyio.Event()
+            self._watchers.setdefault(workflow_id, []).append(event)
+            try:
+                state = self._live(workflow_id)
+                view = view_of(state) if state is not None else await self._get(workflow_id)
+                if done(view):
+                    return view
+                if self._closed:
+                    raise EngineStateError(f"the engine stopped while waiting on workflow {workflow_id!r}")
+                with anyio.move_on_after(delay):
+                    await event.wait()
+                delay = min(delay * 2, 0.5)
+            finally:
+                events = self._watchers.get(workflow_id)
+                if events is not None:
+                    events.remove(event)
+                    if not events:
+                        del self._watchers[workflow_id]
+
+    def changed(self, state: WorkflowState) -> None:
+        """This process committed a change of a run's record: its watchers look again."""
+        events = self._watchers.get(state.record.id)
+        if events:
+            for event in events:
+                event.set()
+
     def finished(self, state: WorkflowState) -> None:
         """This process committed the end of a run: wake its waiters with its final view."""
         waiter = self._waiters.pop(state.record.id, None)
@@ -125,3 +160,6 @@ class Waiters:
         self._closed = True
         for waiter in self._waiters.values():
             waiter.event.set()
+        for events in self._watchers.values():
+            for event in events:
+                event.set()

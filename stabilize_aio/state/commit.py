@@ -9,6 +9,16 @@ from ..model.records import StageRun, StageSpec, WorkflowRecord
 from ..model.values import Event, QuarantineRow
 
 
+class Claim(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A claim on a shared key (a global mutex, an admission slot): the first ``limit`` by insertion hold it."""
+
+    key: str
+    stage: int  # -1: the run itself (admission)
+    generation: int
+    limit: int = 1
+    purge: bool = False  # cancel the run when a slot frees and it does not get one (keep_waiting=False)
+
+
 class Commit(msgspec.Struct, kw_only=True, gc=False):
     """What one turn writes: everything the store sees, nothing else.
 
@@ -32,6 +42,9 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
     respecs: dict[int, StageSpec] | None = None  # stage definitions written back (placeholders of undecodable ones)
     # stages made at run time (a multi-instance stage's instances): inserted, their runs in ``stages``
     added: list[StageSpec] | None = None
+    claims: list[Claim] | None = None  # claims on shared keys inserted (a global mutex, an admission slot)
+    releases: list[int] | None = None  # the stages whose claims are deleted (-1: the run's admission)
+    release_all: bool = False  # every claim of the run is deleted (it ended)
 
     @property
     def finished(self) -> bool:
@@ -51,6 +64,9 @@ class Commit(msgspec.Struct, kw_only=True, gc=False):
             and not self.purge
             and not self.quarantine
             and not self.added
+            and not self.claims
+            and not self.releases
+            and not self.release_all
         )
 
 
@@ -61,3 +77,6 @@ class Effects(msgspec.Struct, kw_only=True, gc=False):
     cancel_runs: list[str] = []  # running calls to cancel (their rows are consumed by the commit)
     finished: bool = False  # the workflow ended: wake its waiters
     sends: list[Send] | None = None  # what this run owes others (start a child, tell a parent, cancel a child)
+    redeliver: bool = False  # read the run's pending rows back and deliver them (a resume)
+    keys: list[str] | None = None  # shared keys whose claims changed: grant them after the commit
+    freed: bool = False  # ... and one of them was released (waiting runs that asked to be purged may be)

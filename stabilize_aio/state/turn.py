@@ -14,8 +14,10 @@ from ..model.records import LIVE, StageRun, StageSpec, WorkflowRecord, set_stage
 from ..model.reducers import BUILTIN, Reducer
 from ..model.status import WorkflowStatus
 from ..model.values import Event, QuarantineRow
-from .commit import Commit, Effects
+from .commit import Claim, Commit, Effects
 from .workflow import PER_CHILD, Weights, WorkflowState, child_shift, shift
+
+_PAUSED = WorkflowStatus.PAUSED
 
 
 class Turn:
@@ -197,11 +199,15 @@ class Turn:
                 v = changed.get(c)
                 changed[c] = (st.halted[c] if v is None else v) + halted
 
-    def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, **changes: Any) -> None:
+    def set_workflow(self, target: WorkflowStatus, *, fail: bool = False, reset: bool = False, **changes: Any) -> None:
         old = self.record
-        self._record = set_workflow_status(old, target, fail=fail, version=old.version + 1, **changes)
+        self._record = set_workflow_status(old, target, fail=fail, reset=reset, version=old.version + 1, **changes)
         self.commit.base_workflow_version = self.state.record.version
         self.commit.workflow = self._record
+
+    def update_workflow(self, **changes: Any) -> None:
+        """Change the run's other fields (never its status)."""
+        self.set_workflow(self.record.status, **changes)
 
     def record_event(
         self,
@@ -254,9 +260,9 @@ class Turn:
         self.commit.discarded.append(message_id)
 
     def emit(self, message: Durable) -> None:
-        """Write a row in this turn; a RunTask due now is also dispatched after the commit."""
+        """Write a row in this turn; a RunTask due now is also dispatched after the commit (unless PAUSED)."""
         self.commit.emitted.append(message)
-        if isinstance(message, RunTask) and message.deliver_at is None:
+        if isinstance(message, RunTask) and message.deliver_at is None and self.record.status is not _PAUSED:
             self.effects.dispatch.append(message)
 
     def send(self, message: Send) -> None:
@@ -282,6 +288,39 @@ class Turn:
     def cancel_call(self, run_id: str) -> None:
         """Cancel a running call after the commit (its result, if any, is then stale)."""
         self.effects.cancel_runs.append(run_id)
+
+    def redeliver(self) -> None:
+        """After the commit, read the run's pending rows back and deliver them (a resume: its calls go again)."""
+        self.effects.redeliver = True
+
+    def claim(self, claim: Claim) -> None:
+        """Insert a claim on a shared key in this turn; after the commit, the key's first claims are granted."""
+        if self.commit.claims is None:
+            self.commit.claims = []
+        self.commit.claims.append(claim)
+        self._touch(claim.key)
+
+    def release(self, stage: int, key: str) -> None:
+        """Delete stage ``stage``'s claims (-1: the run's admission) in this turn; the key is granted again after."""
+        if self.commit.releases is None:
+            self.commit.releases = []
+        self.commit.releases.append(stage)
+        self._touch(key)
+        self.effects.freed = True
+
+    def release_all(self, keys: Iterable[str]) -> None:
+        """Delete every claim of the run in this turn (it ends); ``keys`` are granted again after the commit."""
+        self.commit.release_all = True
+        for key in keys:
+            self._touch(key)
+        self.effects.freed = True
+
+    def _touch(self, key: str) -> None:
+        keys = self.effects.keys
+        if keys is None:
+            keys = self.effects.keys = []
+        if key not in keys:
+            keys.append(key)
 
     def finish(self) -> None:
         """The workflow ends in this turn: its waiters are woken after the commit."""

@@ -49,4 +49,6 @@ def view_of(state: WorkflowState) -> WorkflowView:
         error=r.error,
         jumps=r.jumps,
         compensation=r.compensation if r.compensation != "running" else None,
+        epoch=r.epoch,
+        pause_reason=r.pause_reason,
     )

@@ -136,6 +136,15 @@ class Store(Protocol):
         """Queue ``op`` for the next group commit and wait until it is durable (ConcurrencyError: refused)."""
         ...
 
+    async def grant(self, keys: Sequence[str] | None, *, freed: bool = False) -> list[tuple[str, Durable]]:
+        """Grant claims on shared keys (None: every key with a waiting claim), in one transaction.
+
+        Writes a ``Granted`` row for each claim granted (and, ``freed``, a cancel row for each waiting
+        run that asked to be purged) into its run's outbox, waking their owners elsewhere; returns
+        them as (workflow id, message) so this process delivers its own at once (``store/claims.py``).
+        """
+        ...
+
     def enqueue(self, op: Op, then: Then) -> None:
         """Queue ``op`` for the next group commit; ``then(error)`` is called in the writer's task after it."""
         ...

@@ -28,6 +28,9 @@ BATCHES = (
     "event_insert",
     "stage_respec",
     "quarantine_insert",
+    "claim_delete",
+    "claim_delete_all",
+    "claim_insert",
 )
 
 #: The named query a batch is written with.
@@ -117,7 +120,7 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
     for mid in op.discarded:
         out["outbox_discard"].append((wid, mid))
     for msg in op.emitted:
-        out["outbox_insert"].append(_outbox_row(wid, msg, enc))
+        out["outbox_insert"].append(outbox_row(wid, msg, enc))
     for ev in op.events:
         out["event_insert"].append((wid, ev.key, ev.kind, ev.stage, ev.at, enc(ev)))
     if op.purge:
@@ -126,6 +129,12 @@ def _add_rows(out: dict[str, list[tuple[Any, ...]]], item: Op, enc: Callable[[An
         out["stage_respec"].append((enc(spec), wid, idx))
     for bad in op.quarantine or ():
         out["quarantine_insert"].append((wid, bad.source, bad.key, bad.body, bad.error, bad.at))
+    if op.release_all:
+        out["claim_delete_all"].append((wid,))
+    for stage in op.releases or ():
+        out["claim_delete"].append((wid, stage))
+    for c in op.claims or ():
+        out["claim_insert"].append((c.key, wid, c.stage, c.generation, c.limit, int(c.purge)))
 
 
 def _base_version(op: Commit, idx: int) -> int:
@@ -136,6 +145,6 @@ def _base_version(op: Commit, idx: int) -> int:
     return base
 
 
-def _outbox_row(wid: str, msg: Durable, enc: Any) -> tuple[Any, ...]:
+def outbox_row(wid: str, msg: Durable, enc: Any) -> tuple[Any, ...]:
     task_type = getattr(msg, "task_type", None)
     return (wid, msg.id, msg.deliver_at, type(msg).__name__, task_type, enc(msg))

@@ -5,7 +5,8 @@ tests/chaos/test_subworkflow_processes.py on PostgreSQL) it registers ``stamp``
 (outputs the pid of the process that ran it) and ``hang`` (waits to be
 cancelled); ``hang`` appends ``hang-start <workflow id> <pid>`` and, when its
 coroutine is cancelled, ``hang-cancelled <workflow id> <pid>`` to the file
-named by ``FAMILY_LOG``.
+named by ``FAMILY_LOG``; ``critical`` (30 ms of work) appends ``crit-start`` and
+``crit-end <workflow id> <pid> <time>`` around it.
 
 As a child process (the SQLite crash tests of the same file)::
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -67,6 +69,13 @@ def setup(engine: Engine) -> None:
         if "customer" in stage.context:
             outputs["score"] = stage.context["customer"] * 2
         return TaskResult.success(outputs=outputs)
+
+    @engine.task("critical", concurrency=8)
+    async def critical(stage: StageView) -> TaskResult:  # (tests/chaos/test_coordination_processes.py)
+        _log(f"crit-start {stage.workflow_id} {os.getpid()} {time.time():.6f}")
+        await anyio.sleep(0.03)
+        _log(f"crit-end {stage.workflow_id} {os.getpid()} {time.time():.6f}")
+        return TaskResult.success(outputs={"pid": os.getpid()})
 
     @engine.task("hang")
     async def hang(stage: StageView) -> TaskResult:

@@ -29,7 +29,7 @@ from stabilize_aio.store.sqlite import schema as lite
 Catalog = dict[str, list[tuple[Any, ...]]]
 OUR_TABLES = {
     *("stabilize_meta", "workflows", "stages", "outbox", "events"),
-    *("leases", "engines", "schedules", "quarantine"),
+    *("leases", "engines", "schedules", "quarantine", "claims"),
 }
 
 

@@ -42,7 +42,10 @@ from stabilize_aio.store.sqlite.schema import SCHEMA_VERSION
 from stabilize_aio.store.sqlite.store import SqliteStore
 
 WAIT = 30.0  # seconds a trivial run, or a child engine's start, may take before the test fails
-TABLES = {"stabilize_meta", "workflows", "stages", "outbox", "events", "leases", "engines", "schedules", "quarantine"}
+TABLES = {
+    *("stabilize_meta", "workflows", "stages", "outbox", "events"),
+    *("leases", "engines", "schedules", "quarantine", "claims"),
+}
 
 
 # helpers ---------------------------------------------------------------------

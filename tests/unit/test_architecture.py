@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"store", "events"}),
     frozenset({"cluster"}),
     frozenset({"runtime"}),
-    frozenset({"_engine", "_lifecycle", "_run"}),
+    frozenset({"_engine", "_control", "_lifecycle", "_run"}),
     frozenset({"__init__", "__main__", "cli", "testing", "tasks", "compat"}),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

@@ -77,6 +77,43 @@ AS u (spec, workflow_id, idx) WHERE s.workflow_id = u.workflow_id AND s.idx = u.
 INSERT INTO quarantine (workflow_id, source, key, body, error, at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[])
 
+-- Claims on shared keys (schema 5): written with the turns that make and end them.
+-- name: claim_delete
+DELETE FROM claims AS c USING unnest($1::text[], $2::int[]) AS d (workflow_id, stage)
+WHERE c.workflow_id = d.workflow_id AND c.stage = d.stage
+
+-- name: claim_delete_all
+DELETE FROM claims WHERE workflow_id = ANY($1::text[])
+
+-- name: claim_insert
+INSERT INTO claims (key, workflow_id, stage, generation, lim, purge)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[])
+
+-- Granting a key (store/claims.py), in one transaction under the key's advisory lock
+-- (class 1935, the key's hash): two processes never grant one key at once.
+-- name: claim_lock
+SELECT pg_advisory_xact_lock(1935, hashtext($1::text))
+
+-- name: claim_keys_waiting
+SELECT DISTINCT key FROM claims WHERE granted = 0
+
+-- name: claim_held
+SELECT count(*) FROM claims WHERE key = $1 AND granted = 1
+
+-- name: claim_waiting
+SELECT seq, workflow_id, stage, generation, lim, purge FROM claims WHERE key = $1 AND granted = 0 ORDER BY seq
+
+-- name: claim_grant
+UPDATE claims SET granted = 1 WHERE seq = $1
+
+-- name: claim_drop
+DELETE FROM claims WHERE seq = $1
+
+-- name: outbox_insert_new
+INSERT INTO outbox (workflow_id, id, deliver_at, kind, task_type, body)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::bytea[])
+ON CONFLICT DO NOTHING
+
 -- One notification per workflow id ($2) on a channel ($1), sent by a group's transaction.
 -- name: notify
 SELECT pg_notify($1::text, w) FROM unnest($2::text[]) AS w

@@ -38,12 +38,16 @@ from typing import Any
 import anyio
 
 from ..._errors import StoreError
+from ...messages.durable import Durable
 from ...model.records import WorkflowRecord
 from ...model.status import WorkflowStatus
 from ...model.values import Event
+from .. import claims
 from ..decode import decode_event_row, decode_loaded, decode_pending, decode_pending_rows, decode_workflow_row
+from ..decode import encode_row as _enc
 from ..protocol import LoadedWorkflow, Op, Pending, QuarantinedRow, ScheduleRow
 from ..queries import listing, queries
+from ..rows import outbox_row
 from ..writer import GroupWriter, WritesThroughGroupWriter
 from .commit import WriterConnection
 from .errors import DRIVER_ERRORS, connection_gone, retrying
@@ -323,6 +327,36 @@ class PostgresStore(WritesThroughGroupWriter):
         return dict(zip(("workflows", "stages", "outbox", "events"), (int(n) for n in counts), strict=True))
 
     # schedules and retention (one statement each, on a reader connection) ----------------
+    async def grant(self, keys: Sequence[str] | None, *, freed: bool = False) -> list[tuple[str, Durable]]:
+        """Grant claims on shared keys (``store/claims.py``) under each key's advisory lock, writing their rows
+        and waking their runs' owners, in one transaction (retried whole when the failure is transient)."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError("the store is not open")
+        try:
+            return await retrying(self.attempts)(self._grant_once, pool, keys, freed)
+        except DRIVER_ERRORS as exc:
+            raise StoreError(f"PostgreSQL grant failed on {self._target.display}: {exc!r}") from exc
+
+    async def _grant_once(self, pool: Any, keys: Sequence[str] | None, freed: bool) -> list[tuple[str, Durable]]:
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+
+                    async def fetch(name: str, params: tuple[Any, ...]) -> list[Any]:
+                        return list(await conn.fetch(SQL[name], *params))
+
+                    rows = await claims.grant(fetch, keys, freed=freed, lock=True)
+                    if rows:
+                        columns = list(zip(*(outbox_row(w, m, _enc) for w, m in rows), strict=True))
+                        await conn.execute(SQL["outbox_insert_new"], *columns)
+                        await conn.execute(SQL["notify"], self.wake_channel, sorted({w for w, _ in rows}))
+            except Exception as exc:
+                if connection_gone(exc):
+                    conn.terminate()
+                raise
+        return rows
+
     async def put_schedule(self, row: ScheduleRow) -> None:
         """Create or replace a schedule."""
         await self._fetch(SQL["schedule_put"], row.name, row.cron, row.next_at, row.body, what="schedule write")

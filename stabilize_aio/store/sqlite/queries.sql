@@ -75,6 +75,35 @@ UPDATE stages SET spec = ? WHERE workflow_id = ? AND idx = ?
 -- name: quarantine_insert
 INSERT INTO quarantine (workflow_id, source, key, body, error, at) VALUES (?, ?, ?, ?, ?, ?)
 
+-- Claims on shared keys (schema 5): written with the turns that make and end them.
+-- name: claim_delete
+DELETE FROM claims WHERE workflow_id = ? AND stage = ?
+
+-- name: claim_delete_all
+DELETE FROM claims WHERE workflow_id = ?
+
+-- name: claim_insert
+INSERT INTO claims (key, workflow_id, stage, generation, lim, purge) VALUES (?, ?, ?, ?, ?, ?)
+
+-- Granting a key (store/claims.py), in one transaction of the writer.
+-- name: claim_keys_waiting
+SELECT DISTINCT key FROM claims WHERE granted = 0
+
+-- name: claim_held
+SELECT count(*) FROM claims WHERE key = ? AND granted = 1
+
+-- name: claim_waiting
+SELECT seq, workflow_id, stage, generation, lim, purge FROM claims WHERE key = ? AND granted = 0 ORDER BY seq
+
+-- name: claim_grant
+UPDATE claims SET granted = 1 WHERE seq = ?
+
+-- name: claim_drop
+DELETE FROM claims WHERE seq = ?
+
+-- name: outbox_insert_new
+INSERT OR IGNORE INTO outbox (workflow_id, id, deliver_at, kind, task_type, body) VALUES (?, ?, ?, ?, ?, ?)
+
 -- reads ------------------------------------------------------------------------------
 -- A workflow's and a stage's columns are those stabilize_aio.store.decode reads (the plain
 -- columns make a placeholder when a body cannot be decoded).

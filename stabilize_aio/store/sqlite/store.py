@@ -30,14 +30,16 @@ import aiosqlite
 
 from ... import _faults
 from ..._errors import ConcurrencyError, ConfigurationError, CorruptDatabaseError, StoreError
+from ...messages.durable import Durable
 from ...model.records import WorkflowRecord
 from ...model.status import WorkflowStatus
 from ...model.values import Event
+from .. import claims
 from ..decode import decode_event_row, decode_loaded, decode_pending, decode_pending_rows, decode_workflow_row
 from ..decode import encode_row as _enc
 from ..protocol import LoadedWorkflow, Op, Pending, QuarantinedRow, ScheduleRow
 from ..queries import listing, queries
-from ..rows import FENCED, QUERY_OF, rows_for
+from ..rows import FENCED, QUERY_OF, outbox_row, rows_for
 from ..writer import GroupWriter, WritesThroughGroupWriter
 from .errors import rollback, write_error
 from .lock import HeldFile, lock_file, unlock_file
@@ -154,6 +156,22 @@ class SqliteStore(WritesThroughGroupWriter):
         async def work() -> list[list[Any]]:
             async with self._transaction() as conn:
                 return [list(await conn.execute_fetchall(SQL[name], params)) for name, params in statements]
+
+        return await self.writer.call(work)
+
+    async def grant(self, keys: Sequence[str] | None, *, freed: bool = False) -> list[tuple[str, Durable]]:
+        """Grant claims on shared keys (``store/claims.py``), writing their rows, in one transaction."""
+
+        async def work() -> list[tuple[str, Durable]]:
+            async with self._transaction() as conn:
+
+                async def fetch(name: str, params: tuple[Any, ...]) -> list[Any]:
+                    return list(await conn.execute_fetchall(SQL[name], params))
+
+                rows = await claims.grant(fetch, keys, freed=freed)
+                if rows:
+                    await conn.executemany(SQL["outbox_insert_new"], [outbox_row(w, m, _enc) for w, m in rows])
+                return rows
 
         return await self.writer.call(work)
 

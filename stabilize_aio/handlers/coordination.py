@@ -1,0 +1,186 @@
+"""Stages that coordinate: mutexes, deferred choices, milestones and cancel regions.
+
+A ready stage with a :class:`~stabilize_aio.model.coordination.Coordination`
+passes :func:`gate` before it starts (the kernel's ``start_stage`` asks):
+
+* a **deferred choice** another stage of its group has won prunes it;
+* a **milestone** not reached yet makes it wait, one passed skips it;
+* a **mutex** held (or waited for by a stage that came first) makes it wait.
+
+Waiting stages stay NOT_STARTED, listed in ``WorkflowRecord.waits`` in the
+order they came; they hold no pool slot and nothing polls: after every message
+of a turn that leaves stages waiting, :func:`settle` starts those that may go
+now (a holder ended, a milestone was reached), first come first served.
+"""
+
+from __future__ import annotations
+
+from ..messages.durable import CancelRegion, Granted
+from ..model.coordination import Coordination, rank
+from ..model.records import LIVE
+from ..model.status import WorkflowStatus
+from ..state.commit import Claim
+from ..state.turn import Turn
+from .kernel import complete_stage, maybe_complete, open_run, prune, start_stage
+from .undo import CLAIMED, HOLDS, drop_pending
+
+S = WorkflowStatus
+
+
+def gate(turn: Turn, i: int, c: Coordination) -> bool:
+    """Whether ready stage ``i`` starts now; if not, it waits in ``waits`` or has ended (pruned, skipped)."""
+    if c.choice is not None:
+        winner = turn.record.chosen.get(c.choice)
+        if winner is not None and winner != i:
+            _unwait(turn, i)
+            prune(turn, i, f"deferred choice {c.choice!r}: {turn.spec(winner).ref_id!r} was chosen")
+            return False
+    if c.milestone >= 0:
+        m = turn.run(c.milestone).status
+        if m is not c.milestone_status:
+            if rank(m) < rank(c.milestone_status):
+                _wait(turn, i)
+                return False
+            _unwait(turn, i)
+            ref = turn.spec(c.milestone).ref_id
+            complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} passed {c.milestone_status.value} ({m.value})")
+            return False
+    if c.mutex_key is not None:
+        if c.mutex_scope == "global":  # through the store's claims: every run on the database
+            run = turn.run(i)
+            if run.claim != HOLDS:
+                if not run.claim:
+                    key = f"mutex:{c.mutex_key}"
+                    turn.claim(Claim(key=key, stage=i, generation=run.generation))
+                    turn.update_stage(i, claim=CLAIMED)
+                    if key not in turn.record.claimed:
+                        turn.update_workflow(claimed=(*turn.record.claimed, key))
+                _wait(turn, i)
+                return False
+        elif _contended(turn, i, c.mutex_key):
+            _wait(turn, i)
+            return False
+    _unwait(turn, i)
+    return True
+
+
+def granted(turn: Turn, msg: Granted) -> None:
+    """A claim came first: the waiting stage starts holding its key, or the buffered run is admitted."""
+    turn.discard(msg.id)  # (delivered here and, on a shared database, maybe woken for too: no fence)
+    record = turn.record
+    if msg.stage < 0:
+        if record.status is S.BUFFERED and msg.generation == record.epoch:
+            admit(turn)
+        return
+    run = turn.run(msg.stage) if msg.stage < turn.size else None
+    if run is None or run.claim != CLAIMED or run.generation != msg.generation or run.status is not S.NOT_STARTED:
+        return  # stale: the stage ended or was reset meanwhile (its claim went with it)
+    turn.update_stage(msg.stage, claim=HOLDS)
+    start_stage(turn, msg.stage)  # (or it stays waiting: a paused run starts it at resume)
+    maybe_complete(turn)
+
+
+def admit(turn: Turn) -> None:
+    """A buffered run got its slot: it starts (a restarted one starts the stages its restart reset)."""
+    record = turn.record
+    if record.start_deadline is not None:
+        turn.drop(f"start_deadline:{record.epoch}")
+    if not record.deferred and record.epoch == 0:
+        open_run(turn)
+        return
+    turn.set_workflow(S.RUNNING, started_at=turn.now, deferred=())
+    from .verbs import start_reset  # noqa: PLC0415 (the verbs are built on this module)
+
+    start_reset(turn, record.deferred)
+
+
+def _contended(turn: Turn, i: int, key: str) -> bool:
+    """Whether another stage of the run holds ``key`` (is live) or waits for it ahead of stage ``i``."""
+    for k, run in turn.runs():
+        if k != i and run.status in LIVE and _key(turn, k) == key:
+            return True
+    for k in turn.record.waits:
+        if k == i:
+            return False  # first come, first served: those behind it do not count
+        if _key(turn, k) == key:
+            return True
+    return False
+
+
+def _key(turn: Turn, k: int) -> str | None:
+    c = turn.spec(k).coord
+    return None if c is None else c.mutex_key
+
+
+def _wait(turn: Turn, i: int) -> None:
+    waits = turn.record.waits
+    if i not in waits:
+        turn.update_workflow(waits=(*waits, i))
+
+
+def _unwait(turn: Turn, i: int) -> None:
+    waits = turn.record.waits
+    if i in waits:
+        turn.update_workflow(waits=tuple(k for k in waits if k != i))
+
+
+def settle(turn: Turn, *, ending: bool = False) -> bool:
+    """Start the waiting stages that may go now, in the order they came.
+
+    ``ending`` (the run has nothing else to do): a stage still waiting for a
+    milestone that can no longer come is skipped. Returns whether the run may
+    complete now (nothing started, nothing waits).
+    """
+    turn.holds += 1
+    for i in turn.record.waits:
+        if turn.record.status is not S.RUNNING:
+            break
+        if turn.run(i).status is S.NOT_STARTED:
+            start_stage(turn, i)
+        else:
+            _unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
+    if ending and not turn.active and turn.record.status is S.RUNNING:
+        for i in turn.record.waits:
+            c = turn.spec(i).coord
+            if c is not None and c.milestone >= 0 and turn.run(i).status is S.NOT_STARTED and not turn.active:
+                _unwait(turn, i)  # nothing runs: its milestone cannot be reached any more
+                ref = turn.spec(c.milestone).ref_id
+                complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} never reached {c.milestone_status.value}")
+    turn.holds -= 1
+    if not ending:
+        maybe_complete(turn)
+        return False
+    return not (turn.active or turn.record.waits) and turn.record.status is S.RUNNING
+
+
+def choose(turn: Turn, i: int, group: str) -> None:
+    """Stage ``i`` commits first in its deferred choice group: it wins, the others are pruned (calls cancelled)."""
+    record = turn.record
+    if group in record.chosen:
+        return
+    turn.update_workflow(chosen={**record.chosen, group: i})
+    why = f"deferred choice {group!r}: {turn.spec(i).ref_id!r} was chosen"
+    for k in range(turn.size):
+        c = turn.spec(k).coord
+        if k != i and c is not None and c.choice == group and not turn.run(k).status.is_complete:
+            _unwait(turn, k)
+            prune(turn, k, why)
+
+
+def cancel_region(turn: Turn, msg: CancelRegion) -> None:
+    """Cancel every unfinished stage of the region for real: CANCELED, and the run follows its failure rules."""
+    turn.consume(msg.id)
+    if turn.record.status.is_complete:
+        return
+    turn.holds += 1
+    for k in range(turn.size):
+        c = turn.spec(k).coord
+        run = turn.run(k)
+        if c is None or c.region != msg.region or run.status.is_complete or turn.record.status.is_complete:
+            continue
+        _unwait(turn, k)
+        if run.status in LIVE:
+            drop_pending(turn, k, run)
+        complete_stage(turn, k, S.CANCELED, note=f"cancel region {msg.region!r}")
+    turn.holds -= 1
+    maybe_complete(turn)
