@@ -38,6 +38,7 @@ URL: str | None = None  # --url: run on this database (PostgreSQL) instead of a 
 ENGINES = 1  # --engines: how many engine processes share the database (W6)
 START_AT: float | None = None  # --start-at: the wall-clock time every process starts submitting (W6)
 SUBMIT = "concurrent"  # --submit: how run_many submits (W1, W2 and W6)
+ADMISSION: int | None = None  # --admission N: W1's runs under Workflow(concurrency_key=..., max_concurrent=N)
 
 
 def engine_for(workdir: Path, name: str) -> Engine:
@@ -67,9 +68,11 @@ def fresh_db(workdir: Path, name: str) -> str:
 
 
 def chain3() -> Workflow:
+    admission: dict[str, Any] = {} if ADMISSION is None else {"concurrency_key": "w1", "max_concurrent": ADMISSION}
     return Workflow(
         application="bench",
         name="w1",
+        **admission,
         stages=[
             Stage("a", "noop"),
             Stage("b", "noop", requisites=["a"]),
@@ -336,14 +339,17 @@ def main() -> int:
     parser.add_argument("--engines", type=int, default=1, help="engine processes sharing --url (W6)")
     parser.add_argument("--start-at", type=float, default=None, help="wall-clock time to start submitting")
     parser.add_argument(
+        "--admission", type=int, default=None, help="W1 under an admission limit of this many runs at once"
+    )
+    parser.add_argument(
         "--submit",
         choices=["concurrent", "sequential"],
         default="concurrent",
         help="how W1 and W2 submit their workflows (default: %(default)s)",
     )
     args = parser.parse_args()
-    global URL, ENGINES, START_AT, SUBMIT
-    URL, ENGINES, START_AT, SUBMIT = args.url, args.engines, args.start_at, args.submit
+    global URL, ENGINES, START_AT, SUBMIT, ADMISSION
+    URL, ENGINES, START_AT, SUBMIT, ADMISSION = args.url, args.engines, args.start_at, args.submit, args.admission
     jobs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
         "W1": lambda: w1(args.workdir, args.size, args.cap),
         "W2": lambda: w2(args.workdir, args.size, args.cap),
@@ -367,7 +373,8 @@ def main() -> int:
             if args.url
             else "1 process, SQLite WAL synchronous=FULL, concurrency 1000/task type, no polling"
         )
-        + (f", {args.submit} submits" if args.workload in ("W1", "W2") else ""),
+        + (f", {args.submit} submits" if args.workload in ("W1", "W2") else "")
+        + (f", admission max_concurrent={args.admission}" if args.admission is not None else ""),
         python=sys.version.split()[0],
         pid=os.getpid(),
     )

@@ -10,9 +10,9 @@ from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
 from ..state.turn import Turn
-from .kernel import complete_stage, halt, release_all, run_key
+from .kernel import complete_stage, halt, run_key
 from .subflows import tell_parent
-from .undo import drop_pending
+from .undo import drop_pending, release_all
 
 S = WorkflowStatus
 
@@ -91,9 +91,12 @@ def fail(turn: Turn, msg: FailWorkflow) -> None:
             if run.run_id is not None:
                 turn.cancel_call(run.run_id)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now, run_id=None, timer_id=None)
+    winding: dict[str, Any] = {"halting": False} if turn.record.halting else {}
     if turn.record.claimed:
         release_all(turn)
-    winding: dict[str, Any] = {"halting": False} if turn.record.halting else {}
+        winding["claimed"] = ()
+    if turn.record.status is S.PAUSED or turn.record.deferred or turn.record.waits:
+        winding.update(pause_reason=None, deferred=(), waits=())
     if turn.record.compensation == "running":  # what was running is cancelled, the rest will never run
         winding["compensation"] = "failed"
     turn.set_workflow(S.TERMINAL, fail=True, ended_at=turn.now, error=error, **winding)

@@ -15,13 +15,13 @@ now (a holder ended, a milestone was reached), first come first served.
 
 from __future__ import annotations
 
-from ..messages.durable import CancelRegion, Granted
+from ..messages.durable import CancelRegion, Granted, StartDeadline
 from ..model.coordination import Coordination, rank
 from ..model.records import LIVE
 from ..model.status import WorkflowStatus
 from ..state.commit import Claim
 from ..state.turn import Turn
-from .kernel import complete_stage, maybe_complete, open_run, prune, start_stage
+from .kernel import GOING, complete_stage, maybe_complete, open_run, prune, start_stage
 from .undo import CLAIMED, HOLDS, drop_pending
 
 S = WorkflowStatus
@@ -139,7 +139,8 @@ def settle(turn: Turn, *, ending: bool = False) -> bool:
             start_stage(turn, i)
         else:
             _unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
-    if ending and not turn.active and turn.record.status is S.RUNNING:
+    global_waiter = any(turn.run(k).claim == CLAIMED for k in turn.record.waits)
+    if ending and not turn.active and not global_waiter and turn.record.status is S.RUNNING:
         for i in turn.record.waits:
             c = turn.spec(i).coord
             if c is not None and c.milestone >= 0 and turn.run(i).status is S.NOT_STARTED and not turn.active:
@@ -170,8 +171,8 @@ def choose(turn: Turn, i: int, group: str) -> None:
 def cancel_region(turn: Turn, msg: CancelRegion) -> None:
     """Cancel every unfinished stage of the region for real: CANCELED, and the run follows its failure rules."""
     turn.consume(msg.id)
-    if turn.record.status.is_complete:
-        return
+    if turn.record.status not in GOING:
+        return  # finished, or not started (BUFFERED: refused at the door)
     turn.holds += 1
     for k in range(turn.size):
         c = turn.spec(k).coord
@@ -184,3 +185,17 @@ def cancel_region(turn: Turn, msg: CancelRegion) -> None:
         complete_stage(turn, k, S.CANCELED, note=f"cancel region {msg.region!r}")
     turn.holds -= 1
     maybe_complete(turn)
+
+
+def buffer(turn: Turn) -> None:
+    """The run waits BUFFERED for a slot of its admission key (a claim, granted in insertion order)."""
+    record = turn.record
+    admission = record.admission
+    assert admission is not None
+    key = f"admit:{admission.key}"
+    turn.set_workflow(S.BUFFERED, claimed=(key,))
+    limit, purge = admission.max_concurrent, not admission.keep_waiting
+    turn.claim(Claim(key=key, stage=-1, generation=record.epoch, limit=limit, purge=purge))
+    if record.start_deadline is not None:  # from its submit (a restart: from the restart)
+        deadline = (record.created_at if record.epoch == 0 else turn.now) + record.start_deadline
+        turn.emit(StartDeadline(id=f"start_deadline:{record.epoch}", deliver_at=deadline))

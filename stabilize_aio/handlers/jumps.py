@@ -21,7 +21,7 @@ from typing import Any
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
 from .gates import failure
-from .kernel import complete_stage, maybe_complete, start_stage
+from .kernel import GOING, complete_stage, maybe_complete, start_stage
 from .undo import reset
 
 S = WorkflowStatus
@@ -77,7 +77,7 @@ def jump(
         turn.update_stage(t, context_update={**turn.run(t).context_update, **context})
         start_stage(turn, t)  # first: pruning from the source's dead edges must not reach the target
         after = turn.run(i)
-        if turn.record.status is S.RUNNING and after.status is S.RUNNING and after.generation == run.generation:
+        if turn.record.status in GOING and after.status is S.RUNNING and after.generation == run.generation:
             # (what the target's start set off may have reset the source already: a loop around this one)
             complete_stage(turn, i, S.SUCCEEDED, dropped=tuple(state.children[i]))
     turn.holds -= 1

@@ -22,16 +22,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..dag.joins import Decision, and_join, decide
-from ..messages.durable import RunTask, StageTimeout, StartDeadline, WorkflowTimeout
+from ..messages.durable import RunTask, StageTimeout, WorkflowTimeout
 from ..model.records import LIVE, StageRun, StageSpec
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..model.values import ErrorInfo
-from ..state.commit import Claim
 from ..state.turn import Turn
 from ..state.workflow import arrived
 from . import gates
-from .undo import cancel_stages, drop_pending, release_claim, reset
+from .undo import cancel_stages, drop_pending, release_all, release_claim, reset, stop_waiting
 
 S = WorkflowStatus
 #: The ends of a stage that run its on_failure stages first.
@@ -58,23 +57,11 @@ def begin(turn: Turn) -> None:
     A run under an admission limit first waits BUFFERED for a slot (its claim; ``admit``).
     """
     if turn.record.admission is not None:
+        from .coordination import buffer  # noqa: PLC0415 (built on this kernel: it imports the kernel)
+
         buffer(turn)
         return
     open_run(turn)
-
-
-def buffer(turn: Turn) -> None:
-    """The run waits BUFFERED for a slot of its admission key (a claim, granted in insertion order)."""
-    record = turn.record
-    admission = record.admission
-    assert admission is not None
-    key = f"admit:{admission.key}"
-    turn.set_workflow(S.BUFFERED, claimed=(key,))
-    limit, purge = admission.max_concurrent, not admission.keep_waiting
-    turn.claim(Claim(key=key, stage=-1, generation=record.epoch, limit=limit, purge=purge))
-    if record.start_deadline is not None:  # from its submit
-        deadline = record.created_at + record.start_deadline
-        turn.emit(StartDeadline(id=f"start_deadline:{record.epoch}", deliver_at=deadline))
 
 
 def open_run(turn: Turn) -> None:
@@ -392,8 +379,11 @@ def arrive(turn: Turn, c: int) -> None:
 def prune(turn: Turn, i: int, why: str) -> None:
     """End stage ``i`` SKIPPED by a pattern (a running call is cancelled for real); its downstream follows."""
     run = turn.run(i)
-    if run.status.is_complete or turn.record.status not in GOING:
+    record = turn.record
+    if run.status.is_complete or record.status not in GOING:
         return
+    if record.deferred and i in record.deferred:
+        return  # it starts at resume (it was decided ready: a jump's target, say); its gates decide then
     if run.status in LIVE:
         drop_pending(turn, i, run)
     complete_stage(turn, i, S.SKIPPED, pruned=why)
@@ -435,6 +425,7 @@ def halt(turn: Turn, status: WorkflowStatus, *, include_not_started: bool = Fals
     unpause(turn)
     order = compensation.owed(turn) if turn.record.compensation is None else []
     cancel_stages(turn, include_not_started=include_not_started)
+    stop_waiting(turn)
     if order:
         compensation.begin(turn, order, status, **changes)
     else:
@@ -454,20 +445,13 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
         changes.setdefault("waits", ())
     if record.claimed:
         release_all(turn)
+        changes.setdefault("claimed", ())
     if record.timeout is not None:
         turn.drop(deadline_id(turn))  # its deadline row, if it is still there (or written in this very turn)
     unpause(turn)
     turn.set_workflow(status, ended_at=turn.now, **changes)
     turn.record_event("workflow.completed", run_key(turn, "workflow.completed"), status=status)
     turn.finish()
-
-
-def release_all(turn: Turn) -> None:
-    """The run ends: every claim it has on a shared key goes (each key is granted again after the commit)."""
-    turn.release_all(turn.record.claimed)
-    for i, run in list(turn.runs()):
-        if run.claim:
-            turn.update_stage(i, claim=0)
 
 
 def unpause(turn: Turn) -> None:

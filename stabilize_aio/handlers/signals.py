@@ -40,6 +40,11 @@ def signal(turn: Turn, msg: SignalStage) -> None:
 def resume(turn: Turn, i: int, signal: Signal, *, rest: tuple[Signal, ...]) -> None:
     """Call the stage's task again with the signal in its context."""
     run = turn.run(i)
+    coord = turn.spec(i).coord
+    if coord is not None and coord.choice is not None:
+        from .coordination import choose  # noqa: PLC0415 (built on the kernel, as this module)
+
+        choose(turn, i, coord.choice)  # (a signal kept before the stage suspended commits the choice now)
     ctx = {**run.context_update, "_signal_name": signal.name, "_signal_data": signal.data}
     if run.wait_id is not None:  # its wait's timeout row goes
         turn.consume(run.wait_id)

@@ -20,7 +20,7 @@ from ..model.values import ErrorInfo
 from ..state.turn import Turn
 from .gates import failure
 from .kernel import complete_stage, run_tasks, start_stage
-from .undo import cancel_live, cancel_stages
+from .undo import cancel_live, cancel_stages, stop_waiting
 
 S = WorkflowStatus
 
@@ -82,6 +82,7 @@ def fail_over(turn: Turn, i: int, status: WorkflowStatus, error: ErrorInfo | Non
     turn.update_stage(i, held=status, error=error or run.error, timer_id=None, run_id=None)
     if status is S.TERMINAL:  # the run halts: the other stages stop now, the run ends after these
         cancel_stages(turn, include_not_started=False, keep=i)
+        stop_waiting(turn)
         turn.update_workflow(halting=True)
     start_stage(turn, turn.spec(i).on_failure[0])
 

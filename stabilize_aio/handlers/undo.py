@@ -94,6 +94,8 @@ def cancel_stages(turn: Turn, *, include_not_started: bool, keep: int | None = N
         if run.status in LIVE:
             cancel_live(turn, i)
         elif include_not_started and run.status is S.NOT_STARTED:
+            if run.claim:  # a stage waiting for a global mutex: its claim goes now, not at the run's end
+                release_claim(turn, i, run)
             turn.set_stage(i, S.CANCELED, ended_at=turn.now)
 
 
@@ -122,3 +124,21 @@ def drop_pending(turn: Turn, i: int, run: StageRun) -> None:
     if run.wait_id is not None:  # a signal wait's timeout row
         turn.consume(run.wait_id)
         turn.update_stage(i, wait_id=None)
+
+
+def release_all(turn: Turn) -> None:
+    """The run ends: every claim it has on a shared key goes (each key is granted again after the commit)."""
+    turn.release_all(turn.record.claimed)
+    for i, run in list(turn.runs()):
+        if run.claim:
+            turn.update_stage(i, claim=0)
+
+
+def stop_waiting(turn: Turn) -> None:
+    """The run halts: nothing starts any more, so what waits (a mutex, a milestone) stops waiting; claims go now."""
+    if turn.record.waits:
+        for k in turn.record.waits:
+            run = turn.run(k)
+            if run.claim:
+                release_claim(turn, k, run)
+        turn.update_workflow(waits=())

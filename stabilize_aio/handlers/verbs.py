@@ -27,7 +27,8 @@ from ..model.records import LIVE
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
-from .kernel import arm_deadline, arrive, buffer, complete_stage, maybe_complete, run_key, start_stage
+from .coordination import buffer
+from .kernel import GOING, arm_deadline, arrive, complete_stage, maybe_complete, run_key, start_stage
 from .undo import drop_pending, reset
 
 S = WorkflowStatus
@@ -46,6 +47,7 @@ def pause(turn: Turn, msg: PauseWorkflow) -> None:
         )
     elif record.status is not S.PAUSED:
         return  # finished (or not started): too late
+    turn.drop_dispatches()  # calls this turn would start (earlier messages of it): their rows wait for resume
     if msg.cancel:  # their rows stay: at resume they run again, same attempt, same idempotency key
         for _, run in turn.runs():
             if run.status is S.RUNNING and run.run_id is not None:
@@ -72,8 +74,8 @@ def skip(turn: Turn, msg: SkipStage) -> None:
     """End one unfinished stage SKIPPED by an operator (its call cancelled for real); its downstream goes on."""
     turn.consume(msg.id)
     run = turn.run(msg.stage)
-    if turn.record.status.is_complete or run.status.is_complete:
-        return
+    if turn.record.status not in GOING or run.status.is_complete:
+        return  # finished, or not started (BUFFERED: refused at the door)
     if msg.stage in turn.record.waits:
         turn.update_workflow(waits=tuple(k for k in turn.record.waits if k != msg.stage))
     if run.status in LIVE:
@@ -136,10 +138,18 @@ def restart(turn: Turn, msg: RestartWorkflow) -> None:
 
 
 def start_reset(turn: Turn, redo: Iterable[int]) -> None:
-    """The re-opened run starts: its deadline armed, the reset stages whose requisites allow it started."""
+    """The re-opened run starts: its deadline armed, the reset stages whose requisites allow it started.
+
+    So do the stages that never started (they waited for a mutex or a milestone, or
+    became ready while the run was paused when it ended): they decide again.
+    """
     arm_deadline(turn)
+    waiting = [
+        i for i in range(turn.size)
+        if turn.run(i).status is S.NOT_STARTED and turn.spec(i).parent is None and turn.spec(i).role is None
+    ]  # fmt: skip
     turn.holds += 1
-    for k in redo:
+    for k in sorted({*redo, *waiting}):
         spec = turn.spec(k)
         if turn.run(k).status is not S.NOT_STARTED:
             continue

@@ -87,8 +87,12 @@ def restart_command(state: WorkflowState, stage: str | None) -> RestartWorkflow:
 def skip_command(state: WorkflowState, stage: str) -> SkipStage:
     """The row that skips one unfinished stage."""
     i = _stage(state, stage, "skip")
-    if state.record.status.is_complete:
-        raise _refuse(state, "skip")
+    if state.record.status.is_complete or state.record.status is S.BUFFERED:
+        raise _refuse(
+            state,
+            "skip",
+            " (a run waiting to start: cancel it, or skip once it runs)" if state.record.status is S.BUFFERED else "",
+        )
     run = state.runs[i]
     if run.status.is_complete:
         raise RunStateError(
@@ -101,7 +105,7 @@ def region_command(state: WorkflowState, region: str) -> CancelRegion:
     """The row that cancels a cancel region (DefinitionError if no stage of the run is in it)."""
     if not any(s.coord is not None and s.coord.region == region for s in state.specs):
         raise DefinitionError(f"workflow {state.record.id!r} has no stage in cancel region {region!r}")
-    if state.record.status.is_complete:
+    if state.record.status.is_complete or state.record.status is S.BUFFERED:
         raise _refuse(state, "cancel_region")
     return CancelRegion(id=f"region:{_token()}", region=region)
 

@@ -79,6 +79,9 @@ class Dispatcher:
         self._perform = perform
         self._reread = reread
         self._grant = grant
+        self._grant_keys: set[str] = set()  # keys to grant once the grant under way is done
+        self._grant_freed = False
+        self._grant_busy = False
         self.effects = AfterCommit(
             pools, schedule, on_finished, self._send if perform is not None else None, on_changed=on_changed,
             redeliver=self._redeliver if reread is not None else None,
@@ -223,10 +226,25 @@ class Dispatcher:
         self._background(functools.partial(reread, workflow_id), f"redeliver {workflow_id}")
 
     def _granting(self, keys: list[str], freed: bool) -> None:
-        """Grant claims on shared keys a commit changed, in a task of its own."""
+        """Grant claims on shared keys a commit changed, in a task of its own; the keys of commits that come
+        while a grant runs are granted together once it is done (one transaction for many commits)."""
+        self._grant_keys.update(keys)
+        self._grant_freed = self._grant_freed or freed
+        if not self._grant_busy:
+            self._grant_busy = True
+            self._background(self._grant_loop, "grant claims")
+
+    async def _grant_loop(self) -> None:
         grant = self._grant
         assert grant is not None
-        self._background(functools.partial(grant, keys, freed), "grant claims")
+        try:
+            while self._grant_keys:
+                keys, freed = sorted(self._grant_keys), self._grant_freed
+                self._grant_keys.clear()
+                self._grant_freed = False
+                await grant(keys, freed)
+        finally:
+            self._grant_busy = False
 
     def _background(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
         """Run ``fn`` in a task of its own, counted busy (``wait_quiet`` waits for it)."""

@@ -51,6 +51,9 @@ from .waiters import GetView, Waiters
 
 log = logging.getLogger("stabilize_aio.engine")
 
+#: Attempts at granting claims after a commit before leaving it to the next release, start or safety net.
+_GRANT_ATTEMPTS = 4
+
 
 class Runtime:
     """The parts of one engine that run: built when it starts, stopped when it stops."""
@@ -158,11 +161,15 @@ class Runtime:
         The store wrote them and woke their owners elsewhere; a failure is logged, and the
         next release of the key, the next start or the safety net grants again.
         """
-        try:
-            rows = await self.store.grant(keys, freed=freed)
-        except Exception:
-            log.exception("granting claims on %s failed; they are granted again later", keys or "every key")
-            return
+        for attempt in range(1, _GRANT_ATTEMPTS + 1):
+            try:
+                rows = await self.store.grant(keys, freed=freed)
+                break
+            except Exception:
+                log.exception("granting claims on %s failed (attempt %d)", keys or "every key", attempt)
+                if attempt == _GRANT_ATTEMPTS:
+                    return  # (the next release of the key, the next start or the safety net grants it)
+                await self.clock.sleep(attempt * 0.5)
         for workflow_id, message in rows:
             if self.owns(workflow_id):
                 self.deliver(workflow_id, message)

@@ -280,6 +280,10 @@ class Turn:
         """Hand a pending RunTask (already a row) to its pool after the commit."""
         self.effects.dispatch.append(run)
 
+    def drop_dispatches(self) -> None:
+        """Start none of the calls this turn queued so far (their rows stay: a resume delivers them again)."""
+        self.effects.dispatch.clear()
+
     def drop_emitted(self) -> None:
         """Forget every row this turn emitted so far, and their dispatches (nothing of them runs)."""
         self.commit.emitted.clear()
@@ -302,6 +306,9 @@ class Turn:
 
     def release(self, stage: int, key: str) -> None:
         """Delete stage ``stage``'s claims (-1: the run's admission) in this turn; the key is granted again after."""
+        claims = self.commit.claims
+        if claims:  # a claim of this turn goes with it (the insert would come after the delete)
+            self.commit.claims = [c for c in claims if c.stage != stage] or None
         if self.commit.releases is None:
             self.commit.releases = []
         self.commit.releases.append(stage)
@@ -311,6 +318,7 @@ class Turn:
     def release_all(self, keys: Iterable[str]) -> None:
         """Delete every claim of the run in this turn (it ends); ``keys`` are granted again after the commit."""
         self.commit.release_all = True
+        self.commit.claims = None  # (claims of this turn too: they would be inserted after the delete)
         for key in keys:
             self._touch(key)
         self.effects.freed = True

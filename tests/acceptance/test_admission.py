@@ -175,3 +175,19 @@ def test_admission_and_coordination_options_fail_at_the_door() -> None:
         Stage("a", "t", milestone_ref_id="a")
     with pytest.raises(DefinitionError, match="milestone_status NOT_STARTED is not a status"):
         Stage("a", "t", milestone_ref_id="b", milestone_status="NOT_STARTED")
+
+
+async def test_a_run_that_ends_in_the_turn_it_claims_a_key_leaves_no_claim_behind(backend_url: str) -> None:
+    engine = Engine(backend_url)
+    engine.register("t", lambda stage: TaskResult.success())
+    async with engine:
+        first = await engine.submit(Workflow(application="t", name="w1", stages=[
+            Stage("m", "t", mutex_key="db", mutex_scope="global"),
+            Stage("f", "t", enabled="nosuchvar > 1"),  # fails when ready: the start turn ends the run
+        ]))  # fmt: skip
+        assert S.TERMINAL == (await first.wait(timeout=10)).status
+        second = await engine.submit(Workflow(application="t", name="w2", stages=[
+            Stage("m", "t", mutex_key="db", mutex_scope="global")]))  # fmt: skip
+        assert S.SUCCEEDED == (await second.wait(timeout=10)).status
+        await engine.wait_idle()
+        assert [] == await engine.store.grant(None)  # nothing waits, nothing is left

@@ -103,3 +103,68 @@ def test_a_global_mutex_waiter_cancelled_with_its_run_releases_its_claim() -> No
     assert (S.CANCELED, True, 0) == (h.run_status(), c.commit.release_all, h.run("m").claim)
     late = h.send(Granted(id="grant:0:0", key="mutex:db", stage=0, generation=0))
     assert ([], S.CANCELED) == (late.dispatch, h.status("m"))
+
+
+# regressions (found by review) ------------------------------------------------------------
+
+
+def test_a_claim_made_in_the_turn_that_ends_the_run_is_never_written() -> None:
+    h = Control(
+        Stage("a", "t"),
+        Stage("m", "t", requisites=["a"], mutex_key="db", mutex_scope="global"),
+        Stage("f", "t", requisites=["a"], enabled="nosuch > 1"),  # fails when ready: the run ends TERMINAL
+    )
+    ra = only(h.start().dispatch)
+    t = h.done(ra, ok())
+    assert (S.TERMINAL, None, True) == (h.run_status(), t.commit.claims, t.commit.release_all)
+    assert ((), 0) == (h.state.record.claimed, h.run("m").claim)
+
+
+def test_a_claim_released_in_its_own_turn_goes_with_it_and_a_new_one_after_a_release_stays() -> None:
+    h = Control(Stage("m", "t", mutex_key="db", mutex_scope="global"), Stage("x", "t"))
+    t = h.start()
+    assert 1 == len(t.commit.claims or [])
+    skipped = h.skip("m")  # a waiting stage skipped: its claim (from an earlier turn) is deleted
+    assert ([0], None) == (skipped.commit.releases, skipped.commit.claims)
+
+
+def test_a_buffered_run_refuses_skip_in_its_handler_too() -> None:
+    h = admitted_harness()
+    h.start()
+    t = h.skip("a")
+    assert (S.BUFFERED, S.NOT_STARTED, {}) == (h.run_status(), h.status("a"), t.stages)
+
+
+def test_the_start_deadline_of_a_restarted_admission_run_counts_from_the_restart() -> None:
+    h = admitted_harness(start_deadline=60)
+    h.start()
+    ra = only(h.send(Granted(id="grant:-1:0", key="admit:etl", stage=-1, generation=0)).dispatch)
+    h.now = 1000.0
+    h.done(ra, TaskResult.terminal("x"))
+    r = h.send(RestartWorkflow(id="restart:0", stage=-1, epoch=0))
+    assert [StartDeadline(id="start_deadline:1", deliver_at=1060.0)] == [
+        m for m in r.emitted if isinstance(m, StartDeadline)
+    ]
+
+
+def test_a_milestone_waiter_waits_while_its_milestone_waits_for_a_global_mutex() -> None:
+    h = Control(
+        Stage("m", "t", mutex_key="db", mutex_scope="global"),
+        Stage("w", "t", milestone_ref_id="m", milestone_status="RUNNING"),
+    )
+    h.start()
+    assert (S.NOT_STARTED, S.NOT_STARTED, S.RUNNING) == (h.status("m"), h.status("w"), h.run_status())
+    g = h.send(Granted(id="grant:0:0", key="mutex:db", stage=0, generation=0))
+    assert ["m", "w"] == sorted(h.refs(g.dispatch))  # m holds the key and runs: w's milestone holds
+
+
+def test_a_waiting_claim_cancelled_with_a_compensating_run_is_released_at_once() -> None:
+    h = Control(
+        Stage("pay", "t", compensate="refund"),
+        Stage("m", "t", requisites=["pay"], mutex_key="db", mutex_scope="global"),
+        Stage("x", "t"),
+    )
+    rp, rx = h.start().dispatch
+    h.done(rp, ok())  # m claims and waits
+    t = h.done(rx, TaskResult.terminal("x"))  # the run halts: m is cancelled, pay is compensated first
+    assert (S.RUNNING, "running", [h.i("m")]) == (h.run_status(), h.state.record.compensation, t.commit.releases)

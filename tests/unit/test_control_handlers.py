@@ -15,10 +15,11 @@ milestones, workflow mutexes (FIFO, no slot held) and cancel regions.
 from __future__ import annotations
 
 from runs import initial_state
-from test_handlers import Step, ok, only
+from test_handlers import NO_WAIT, Step, ok, only
 from test_routing_handlers import Routing, events
 
 from stabilize_aio import Stage, TaskResult, Workflow, WorkflowStatus
+from stabilize_aio.handlers import apply
 from stabilize_aio.messages.durable import (
     CancelRegion,
     CancelWorkflow,
@@ -31,7 +32,9 @@ from stabilize_aio.messages.durable import (
     SkipStage,
     StageTimeout,
 )
+from stabilize_aio.messages.memory import TaskDone, TaskOutcome
 from stabilize_aio.model.values import Signal
+from stabilize_aio.state.turn import Turn
 
 S = WorkflowStatus
 
@@ -375,3 +378,69 @@ def test_a_cancel_region_cancels_its_stages_for_real_and_the_run_follows_its_fai
     )  # fmt: skip
     done = h.done(rn, ok())
     assert (S.CANCELED, True) == (h.run_status(), done.finished)
+
+
+# regressions (found by review) ------------------------------------------------------------
+
+
+def current_run(h: Control, ref: str) -> RunTask:
+    """The RunTask of ``ref``'s current call (from its run's ids)."""
+    i = h.i(ref)
+    run = h.state.runs[i]
+    assert run.run_id is not None
+    spec = h.state.specs[i]
+    task = spec.tasks[run.task_index]
+    return RunTask(id=run.run_id, stage=i, task=run.task_index, task_type=task, generation=run.generation,
+                   attempt=run.attempt)  # fmt: skip
+
+
+def test_a_forward_jump_while_paused_ends_its_source_and_the_run_completes_after_resume() -> None:
+    h = Control(Stage("a", "t"), Stage("b", "t", requisites=["a"]), Stage("c", "t", requisites=["b"]))
+    ra = only(h.start().dispatch)
+    h.pause()
+    h.done(ra, TaskResult.jump_to("c"))
+    assert (S.SUCCEEDED, S.SKIPPED) == (h.status("a"), h.status("b"))
+    rc = only(h.resume().dispatch)
+    assert h.done(rc, ok()).finished
+
+
+def test_a_pause_folded_after_a_result_starts_none_of_the_calls_of_its_turn() -> None:
+    h = Control(Stage("a", tasks=["t", "t"]))
+    ra = only(h.start().dispatch)
+
+    def fold(turn: Turn) -> None:
+        apply(turn, TaskDone(run=ra, outcome=TaskOutcome(result=ok(), retry=NO_WAIT)))
+        apply(turn, PauseWorkflow(id="pause:x", cancel=True))
+
+    step = h._turn(fold)
+    second = only([m for m in step.emitted if isinstance(m, RunTask)])  # a's next task: written, not started
+    assert ([], S.PAUSED, 1) == (step.dispatch, h.run_status(), second.task)
+    assert h.resume().effects.redeliver
+    assert [second] == h.redelivered(second)
+
+
+def test_restart_starts_the_stages_that_never_started_too() -> None:
+    h = Control(Stage("m1", "t", mutex_key="k"), Stage("m2", "t", mutex_key="k"), Stage("f", "t"))
+    _, rf = h.start().dispatch
+    h.done(rf, TaskResult.terminal("boom"))  # m1 cancelled with the run, m2 never started (it waited)
+    assert (S.TERMINAL, S.CANCELED, S.NOT_STARTED) == (h.run_status(), h.status("m1"), h.status("m2"))
+    by_ref = h.by_ref(h.restart())
+    assert (["f", "m1"], [h.i("m2")]) == (sorted(by_ref), list(h.state.record.waits))  # m2 waits behind m1
+    rm2 = only(h.done(by_ref["m1"], ok()).dispatch)
+    assert ["m2"] == h.refs([rm2])
+    h.done(by_ref["f"], ok())
+    assert h.done(rm2, ok()).finished
+    assert (S.SUCCEEDED, S.SUCCEEDED) == (h.run_status(), h.status("m2"))
+
+
+def test_restart_starts_a_stage_that_became_ready_while_the_run_was_paused() -> None:
+    h = Control(Stage("a", "t"), Stage("b", "t"), Stage("c", "t", requisites=["b"]))
+    ra, rb = h.start().dispatch
+    h.pause()
+    h.done(rb, ok())  # c deferred
+    h.done(ra, TaskResult.terminal("x"))  # the run ends TERMINAL, though paused
+    record = h.state.record
+    assert (S.TERMINAL, S.NOT_STARTED, (), None) == (h.run_status(), h.status("c"), record.deferred,
+                                                     record.pause_reason)  # fmt: skip
+    r = h.restart()
+    assert ["a", "c"] == sorted(h.refs(r.dispatch))
