@@ -89,14 +89,14 @@ def apply(turn: Turn, message: Message) -> None:
             control.start_deadline(turn, message)
         case _:
             assert_never(message)
-    if turn.record.waits:  # stages wait for a mutex or a milestone: this message may have freed them
+    if turn.state.coordinated and turn.record.waits:  # stages wait for a mutex or a milestone: freed now?
         coordination.settle(turn)
 
 
 def begin(turn: Turn) -> None:
     """Fold the start of a just-submitted run into a turn (committed with the run's insert: no start row)."""
     kernel.begin(turn)
-    if turn.record.waits:
+    if turn.state.coordinated and turn.record.waits:
         coordination.settle(turn)
 
 

@@ -67,8 +67,9 @@ def begin(turn: Turn) -> None:
 def open_run(turn: Turn) -> None:
     """The run starts now: RUNNING, its deadline armed, every root stage started."""
     turn.set_workflow(S.RUNNING, started_at=turn.now)
-    turn.record_event("workflow.started", run_key(turn, "workflow.started"), status=S.RUNNING)
-    arm_deadline(turn)
+    turn.record_event("workflow.started", f"workflow.started:{turn.record.epoch}", status=S.RUNNING)
+    if turn.record.timeout is not None:
+        arm_deadline(turn)
     turn.holds += 1
     for i, spec in enumerate(turn.state.specs):
         if not spec.requisites and spec.parent is None:  # (synthetic stages start with their stage)
@@ -399,7 +400,7 @@ def maybe_complete(turn: Turn) -> None:
     """
     if turn.active or turn.holds or turn.record.status is not S.RUNNING:
         return
-    if turn.record.waits:  # ready stages wait for a mutex or a milestone: they may go now
+    if turn.state.coordinated and turn.record.waits:  # ready stages wait for a mutex or a milestone: go now?
         from .coordination import settle  # noqa: PLC0415 (built on this kernel: it imports the kernel)
 
         if not settle(turn, ending=True):
@@ -448,9 +449,10 @@ def finish(turn: Turn, status: WorkflowStatus, **changes: Any) -> None:
         changes.setdefault("claimed", ())
     if record.timeout is not None:
         turn.drop(deadline_id(turn))  # its deadline row, if it is still there (or written in this very turn)
-    unpause(turn)
+    if record.status is S.PAUSED:
+        unpause(turn)
     turn.set_workflow(status, ended_at=turn.now, **changes)
-    turn.record_event("workflow.completed", run_key(turn, "workflow.completed"), status=status)
+    turn.record_event("workflow.completed", f"workflow.completed:{record.epoch}", status=status)
     turn.finish()
 
 

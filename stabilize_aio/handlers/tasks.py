@@ -72,11 +72,12 @@ def task_done(turn: Turn, msg: TaskDone) -> None:
     result = out.result
     assert result is not None
     status = result.status
-    coord = turn.spec(i).coord
-    if coord is not None and coord.choice is not None and status is not S.RUNNING and status is not S.SUSPENDED:
-        from .coordination import choose  # noqa: PLC0415 (built on the kernel, as this module)
+    if turn.state.coordinated and status is not S.RUNNING and status is not S.SUSPENDED:
+        coord = turn.spec(i).coord
+        if coord is not None and coord.choice is not None:
+            from .coordination import choose  # noqa: PLC0415 (built on the kernel, as this module)
 
-        choose(turn, i, coord.choice)  # the first of its group to commit to a result wins
+            choose(turn, i, coord.choice)  # the first of its group to commit to a result wins
     if status is S.REDIRECT and result.target is not None:
         turn.update_stage(i, run_id=None, parked=False)
         jump(turn, i, result.target, context=result.context, outputs=result.outputs)

@@ -262,8 +262,10 @@ class Turn:
     def emit(self, message: Durable) -> None:
         """Write a row in this turn; a RunTask due now is also dispatched after the commit (unless PAUSED)."""
         self.commit.emitted.append(message)
-        if isinstance(message, RunTask) and message.deliver_at is None and self.record.status is not _PAUSED:
-            self.effects.dispatch.append(message)
+        if isinstance(message, RunTask) and message.deliver_at is None:
+            record = self._record if self._record is not None else self.state.record
+            if record.status is not _PAUSED:
+                self.effects.dispatch.append(message)
 
     def send(self, message: Send) -> None:
         """Owe another run something (a row in this turn; done after the commit, then the row deleted)."""

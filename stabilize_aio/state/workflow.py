@@ -83,6 +83,7 @@ class WorkflowState:
         "_ancestors",
         "active",
         "children",
+        "coordinated",
         "dead",
         "halted",
         "merges",
@@ -98,7 +99,11 @@ class WorkflowState:
         self.runs = runs
         children: list[list[int]] = [[] for _ in specs]
         merges: list[tuple[int, ...]] | None = None
+        #: Whether a stage coordinates with others (a mutex, a milestone, a choice): the kernel asks only then.
+        self.coordinated = False
         for spec in specs:
+            if spec.coord is not None:
+                self.coordinated = True
             for req in spec.requisites:
                 children[req].append(spec.index)
             if spec.join_type is JoinType.MULTI_MERGE:
