@@ -82,6 +82,8 @@ class Host(Protocol):
 
     def adopt_actor(self, actor: WorkflowActor, state: WorkflowState) -> WorkflowActor: ...
 
+    def awaits(self, actor: WorkflowActor) -> None: ...
+
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None: ...
 
 
@@ -96,6 +98,7 @@ class WorkflowActor:
     """
 
     __slots__ = (
+        "awaiting",
         "calls",
         "committing",
         "failures",
@@ -128,6 +131,8 @@ class WorkflowActor:
         self.recent: dict[str, None] = {}
         #: After a refused fence: the next load also drops mailbox rows the store no longer has.
         self.revalidate = False
+        #: Its turn claimed a shared key: it stays in memory until that grant is done (its answer needs no load).
+        self.awaiting = False
 
     @property
     def busy(self) -> bool:
@@ -166,7 +171,7 @@ class WorkflowActor:
 
     def maybe_leave(self) -> None:
         """Leave memory if nothing is left to do: no turn, no message, no call in flight."""
-        if not (self.busy or self.mailbox or self.calls.running):
+        if not (self.busy or self.mailbox or self.calls.running or self.awaiting):
             self.host.leave(self)
 
     def drop(self) -> None:
@@ -298,6 +303,9 @@ class WorkflowActor:
         return True
 
     def _effects(self, state: WorkflowState, commit: Commit, effects: Effects) -> None:
+        if commit.claims and not self.awaiting:  # the grant runs now: stay for its answer (see Host.awaits)
+            self.awaiting = True
+            self.host.awaits(self)
         parks = self.host.effects.apply(self.workflow_id, self.calls, state, commit, effects)
         if parks:
             self.mailbox.extend(parks)

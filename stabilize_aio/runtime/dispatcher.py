@@ -82,6 +82,7 @@ class Dispatcher:
         self._grant_keys: set[str] = set()  # keys to grant once the grant under way is done
         self._grant_freed = False
         self._grant_busy = False
+        self._awaiting: list[WorkflowActor] = []  # actors that claimed a key: in memory until it is granted
         self.effects = AfterCommit(
             pools, schedule, on_finished, self._send if perform is not None else None, on_changed=on_changed,
             redeliver=self._redeliver if reread is not None else None,
@@ -210,6 +211,13 @@ class Dispatcher:
             home.hand_state(state)
         return home
 
+    def awaits(self, actor: WorkflowActor) -> None:
+        """An actor whose committed turn claimed a shared key: it stays until that grant is done."""
+        if self._grant is None:  # (no grants here: nothing to wait for)
+            actor.awaiting = False
+            return
+        self._awaiting.append(actor)
+
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         self._tg.start_soon(fn, name=name)
 
@@ -242,7 +250,13 @@ class Dispatcher:
                 keys, freed = sorted(self._grant_keys), self._grant_freed
                 self._grant_keys.clear()
                 self._grant_freed = False
-                await grant(keys, freed)
+                awaiting, self._awaiting = self._awaiting, []
+                try:
+                    await grant(keys, freed)  # (what it grants here is delivered to actors still in memory)
+                finally:
+                    for actor in awaiting:  # those not granted wait without an actor, as any parked run
+                        actor.awaiting = False
+                        actor.maybe_leave()
         finally:
             self._grant_busy = False
 

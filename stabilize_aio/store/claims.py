@@ -22,13 +22,15 @@ from ..messages.durable import CancelWorkflow, Durable, Granted
 
 #: Runs a named statement of the backend's queries with its parameters; returns its rows.
 Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]]
+#: Runs a named statement once per parameter row (one call for many rows).
+Many = Callable[[str, list[tuple[Any, ...]]], Awaitable[None]]
 
 #: The reason a purged run is cancelled with.
 PURGED = "admission: no slot was free when one freed (keep_waiting=False)"
 
 
 async def grant(
-    fetch: Fetch, keys: Iterable[str] | None, *, freed: bool, lock: bool = False
+    fetch: Fetch, many: Many, keys: Iterable[str] | None, *, freed: bool, lock: bool = False
 ) -> list[tuple[str, Durable]]:
     """Grant what may be granted of ``keys`` (None: every key with a waiting claim); the rows to write.
 
@@ -41,18 +43,22 @@ async def grant(
     for key in sorted(set(keys)):  # (sorted: two processes lock keys in one order)
         if lock:
             await fetch("claim_lock", (key,))
-        held = int((await fetch("claim_held", (key,)))[0][0])
-        waiting = await fetch("claim_waiting", (key,))
-        if not waiting:
+        first = await fetch("claim_limit", (key,))  # the oldest waiting claim's limit (none waits: nothing to do)
+        if not first:
             continue
-        free = max(int(waiting[0][4]) - held, 0)
-        for seq, workflow_id, stage, generation, _lim, _purge in waiting[:free]:
-            await fetch("claim_grant", (seq,))
+        limit = int(first[0][0])
+        held = int((await fetch("claim_held", (key, limit)))[0][0])
+        free = max(limit - held, 0)
+        if not free:
+            continue  # (no slot freed: nothing is purged either)
+        taken = await fetch("claim_waiting", (key, free))
+        await many("claim_grant", [(seq,) for seq, *_ in taken])
+        for _, workflow_id, stage, generation in taken:
             grant_row = Granted(id=f"grant:{stage}:{generation}", key=key, stage=stage, generation=generation)
             out.append((str(workflow_id), grant_row))
-        if freed and free:  # a slot freed and was taken: the runs it did not take and that asked are purged
-            for seq, workflow_id, _stage, generation, _lim, purge in waiting[free:]:
-                if purge:
-                    await fetch("claim_drop", (seq,))
-                    out.append((str(workflow_id), CancelWorkflow(id=f"cancel:{generation}", reason=PURGED)))
+        if freed:  # a slot freed and was taken: the runs it did not take and that asked to be purged are
+            purged = await fetch("claim_purged", (key,))
+            await many("claim_drop", [(seq,) for seq, *_ in purged])
+            for _, workflow_id, generation in purged:
+                out.append((str(workflow_id), CancelWorkflow(id=f"cancel:{generation}", reason=PURGED)))
     return out

@@ -346,7 +346,11 @@ class PostgresStore(WritesThroughGroupWriter):
                     async def fetch(name: str, params: tuple[Any, ...]) -> list[Any]:
                         return list(await conn.fetch(SQL[name], *params))
 
-                    rows = await claims.grant(fetch, keys, freed=freed, lock=True)
+                    async def many(name: str, params: list[tuple[Any, ...]]) -> None:
+                        if params:
+                            await conn.executemany(SQL[name], params)
+
+                    rows = await claims.grant(fetch, many, keys, freed=freed, lock=True)
                     if rows:
                         columns = list(zip(*(outbox_row(w, m, _enc) for w, m in rows), strict=True))
                         await conn.execute(SQL["outbox_insert_new"], *columns)

@@ -89,11 +89,18 @@ INSERT INTO claims (key, workflow_id, stage, generation, lim, purge) VALUES (?, 
 -- name: claim_keys_waiting
 SELECT DISTINCT key FROM claims WHERE granted = 0
 
+-- How many hold the key, counted up to its limit (? 2) at most.
 -- name: claim_held
-SELECT count(*) FROM claims WHERE key = ? AND granted = 1
+SELECT count(*) FROM (SELECT 1 FROM claims WHERE key = ? AND granted = 1 LIMIT ?)
+
+-- name: claim_limit
+SELECT lim FROM claims WHERE key = ? AND granted = 0 ORDER BY seq LIMIT 1
 
 -- name: claim_waiting
-SELECT seq, workflow_id, stage, generation, lim, purge FROM claims WHERE key = ? AND granted = 0 ORDER BY seq
+SELECT seq, workflow_id, stage, generation FROM claims WHERE key = ? AND granted = 0 ORDER BY seq LIMIT ?
+
+-- name: claim_purged
+SELECT seq, workflow_id, generation FROM claims WHERE key = ? AND granted = 0 AND purge = 1 ORDER BY seq
 
 -- name: claim_grant
 UPDATE claims SET granted = 1 WHERE seq = ?

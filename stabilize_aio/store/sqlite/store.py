@@ -168,7 +168,11 @@ class SqliteStore(WritesThroughGroupWriter):
                 async def fetch(name: str, params: tuple[Any, ...]) -> list[Any]:
                     return list(await conn.execute_fetchall(SQL[name], params))
 
-                rows = await claims.grant(fetch, keys, freed=freed)
+                async def many(name: str, params: list[tuple[Any, ...]]) -> None:
+                    if params:
+                        await conn.executemany(SQL[name], params)
+
+                rows = await claims.grant(fetch, many, keys, freed=freed)
                 if rows:
                     await conn.executemany(SQL["outbox_insert_new"], [outbox_row(w, m, _enc) for w, m in rows])
                 return rows
