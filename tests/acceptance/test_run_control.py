@@ -215,3 +215,27 @@ async def test_a_pure_client_pauses_and_resumes_a_run_another_engine_runs(postgr
         await client.resume(run.workflow_id)
         final = await client.wait(run.workflow_id, timeout=10)
     assert S.SUCCEEDED == final.status
+
+
+async def test_restart_gives_a_sub_workflow_stage_a_new_child(backend_url: str) -> None:
+    engine = Engine(backend_url)
+    seen: list[str] = []
+
+    @engine.task("score")
+    async def score(stage: StageView) -> TaskResult:
+        seen.append(stage.workflow_id)
+        if len(seen) == 1:
+            return TaskResult.terminal("the first child fails")
+        return TaskResult.success(outputs={"score": 7})
+
+    child = Workflow(application="t", name="child", stages=[Stage("score", "score")])
+    parent = Workflow(application="t", name="parent", stages=[Stage("enrich", workflow=child)])
+    async with engine:
+        run = await engine.submit(parent, workflow_id="family")
+        first = await run.wait(timeout=10)
+        await run.restart()
+        final = await run.wait(timeout=10)
+        old_child = await engine.get("family/enrich.0")
+    assert (S.TERMINAL, S.SUCCEEDED) == (first.status, final.status)
+    assert ["family/enrich.0", "family/enrich.1"] == seen  # the reset stage started a new child run
+    assert (S.TERMINAL, {"score": 7}) == (old_child.status, final.outputs)
