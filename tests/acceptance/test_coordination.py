@@ -13,6 +13,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 import pytest
+from hang import Hang
 
 from stabilize_aio import (
     DefinitionError,
@@ -31,23 +32,12 @@ S = WorkflowStatus
 
 async def test_a_deferred_choice_loser_is_cancelled_for_real_and_never_completes(backend_url: str) -> None:
     engine = Engine(backend_url)
-    cancelled: list[str] = []
-    waiting = anyio.Event()
-
-    @engine.task("slow")
-    async def slow(stage: StageView) -> TaskResult:
-        waiting.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.append(stage.ref_id)
-            raise
-        raise AssertionError("unreachable")
+    slow = Hang()
+    engine.register("slow", slow.run)
 
     @engine.task("fast")
     async def fast(stage: StageView) -> TaskResult:
-        with anyio.fail_after(10):
-            await waiting.wait()  # the loser is running when the winner commits
+        await slow.wait_started()  # the loser is running when the winner commits
         return TaskResult.success(outputs={"by": stage.ref_id})
 
     async with engine:
@@ -60,7 +50,7 @@ async def test_a_deferred_choice_loser_is_cancelled_for_real_and_never_completes
         history = [(e.kind, e.stage) for e in await engine.history(run.workflow_id)]
     assert (S.SUCCEEDED, S.SUCCEEDED, S.SKIPPED) == (final.status, final.stage("alice").status,
                                                      final.stage("bob").status)  # fmt: skip
-    assert (True, ["bob"]) == (final.stage("bob").pruned, cancelled)
+    assert (True, ["bob"]) == (final.stage("bob").pruned, slow.cancelled)
     assert ("stage.completed", "bob") not in history
     assert S.SUCCEEDED == final.stage("done").status
 
@@ -132,18 +122,8 @@ async def _until(engine: Engine, wid: str, done: Callable[[WorkflowView], bool])
 
 async def test_cancel_region_cancels_its_stages_for_real(backend_url: str) -> None:
     engine = Engine(backend_url)
-    cancelled: list[str] = []
-    started = anyio.Event()
-
-    @engine.task("hang")
-    async def hang(stage: StageView) -> TaskResult:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.append(stage.ref_id)
-            raise
-        raise AssertionError("unreachable")
+    hang = Hang()
+    engine.register("hang", hang.run)
 
     @engine.task("ok")
     async def ok(stage: StageView) -> TaskResult:
@@ -155,13 +135,12 @@ async def test_cancel_region_cancels_its_stages_for_real(backend_url: str) -> No
             Stage("receipt", "ok", requisites=["charge"], cancel_region="payment"),
             Stage("other", "ok"),
         ]))  # fmt: skip
-        with anyio.fail_after(10):
-            await started.wait()
+        await hang.wait_started()
         with pytest.raises(DefinitionError, match="no stage in cancel region 'nope'"):
             await run.cancel_region("nope")
         await run.cancel_region("payment")
         final = await run.wait(timeout=10)
-    assert (S.CANCELED, ["charge"]) == (final.status, cancelled)
+    assert (S.CANCELED, ["charge"]) == (final.status, hang.cancelled)
     assert (S.CANCELED, S.CANCELED, S.SUCCEEDED) == tuple(final.stage(r).status for r in ("charge", "receipt", "other"))
 
 

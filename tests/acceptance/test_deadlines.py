@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import anyio
 import pytest
+from hang import Hang
 
 from stabilize_aio import DefinitionError, Engine, Stage, StageView, TaskResult, Workflow, WorkflowStatus
 from stabilize_aio.testing import FakeClock
@@ -14,23 +14,13 @@ S = WorkflowStatus
 async def test_a_run_past_its_timeout_ends_canceled_for_real_and_compensates(db_url: str) -> None:
     clock = FakeClock()
     engine = Engine(db_url, clock=clock)
-    cancelled: list[str] = []
     undone: list[str] = []
-    hanging = anyio.Event()
+    hang = Hang()
+    engine.register("hang", hang.run)
 
     @engine.task("ok")
     async def ok(stage: StageView) -> TaskResult:
         return TaskResult.success()
-
-    @engine.task("hang")
-    async def hang(stage: StageView) -> TaskResult:
-        hanging.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.append(stage.ref_id)
-            raise
-        raise AssertionError("unreachable")
 
     @engine.task("undo")
     async def undo(stage: StageView) -> TaskResult:
@@ -46,8 +36,7 @@ async def test_a_run_past_its_timeout_ends_canceled_for_real_and_compensates(db_
                 stages=[Stage("book", "ok", compensate="undo"), Stage("wait", "hang", requisites=["book"])],
             )
         )
-        with anyio.fail_after(10):
-            await hanging.wait()
+        await hang.wait_started()
         await clock.advance(3599)
         assert (await run.get()).status is S.RUNNING  # not yet
         await clock.advance(2)
@@ -56,7 +45,7 @@ async def test_a_run_past_its_timeout_ends_canceled_for_real_and_compensates(db_
         pending = await engine.store.pending_for(run.workflow_id)
     assert view.status is S.CANCELED
     assert view.cancel_reason == "timeout: the run passed its timeout of 3600s"
-    assert cancelled == ["wait"]
+    assert hang.cancelled == ["wait"]
     assert undone == ["book/compensate"]
     assert view.compensation == "done"
     assert pending == []
