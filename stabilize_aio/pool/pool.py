@@ -117,6 +117,11 @@ class TaskPool:
     def offer(self, job: Job) -> bool:
         """Take a job without waiting; False if it must stay pending in the store."""
         if job.key in self._known:
+            running = self._running.get(job.key)
+            if running is not None and running.cancelled:  # its cancelled call still unwinds (a thread, say)
+                self.rejected += 1
+                self.overflowed = True
+                return False  # its row stays pending: the refill once that call has ended delivers it again
             return True
         if self.draining:
             return False

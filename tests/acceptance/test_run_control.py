@@ -239,3 +239,44 @@ async def test_restart_gives_a_sub_workflow_stage_a_new_child(backend_url: str) 
     assert (S.TERMINAL, S.SUCCEEDED) == (first.status, final.status)
     assert ["family/enrich.0", "family/enrich.1"] == seen  # the reset stage started a new child run
     assert (S.TERMINAL, {"score": 7}) == (old_child.status, final.outputs)
+
+
+async def test_a_call_cancelled_by_pause_still_unwinding_at_resume_runs_again_once_it_has_ended(
+    backend_url: str,
+) -> None:
+    engine = Engine(backend_url)
+    entered, cleaning, release = anyio.Event(), anyio.Event(), anyio.Event()
+    calls: list[tuple[int, str]] = []
+
+    async def slow_to_cancel(stage: StageView) -> TaskResult:
+        calls.append((stage.attempt, stage.idempotency_key))
+        if len(calls) == 1:
+            entered.set()
+            try:
+                await anyio.sleep_forever()
+            finally:  # cancelled: its cleanup takes a while (shielded), the call is not over until then
+                with anyio.CancelScope(shield=True):
+                    cleaning.set()
+                    await release.wait()
+        return TaskResult.success(outputs={"calls": len(calls)})
+
+    def refused() -> int:
+        (pool,) = [p for p in engine.statistics().pools if p.task_type == "slow"]
+        return pool.rejected
+
+    engine.register("slow", slow_to_cancel)
+    async with engine:
+        run = await engine.submit(chain("a", task="slow"))
+        with anyio.fail_after(10):
+            await entered.wait()
+        await run.pause(cancel=True)
+        with anyio.fail_after(10):
+            await cleaning.wait()
+        await run.resume()  # the cancelled call still cleans up: the new one must wait for it, not be lost
+        with anyio.fail_after(10):
+            while not refused():  # noqa: ASYNC110 - the resume's redelivery runs in a task of the engine's own
+                await anyio.sleep(0.01)
+        release.set()
+        final = await run.wait(timeout=20)
+    assert (S.SUCCEEDED, {"calls": 2}) == (final.status, final.outputs)
+    assert calls[0] == calls[1]  # the same attempt and idempotency key
