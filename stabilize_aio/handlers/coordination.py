@@ -102,9 +102,15 @@ def _contended(turn: Turn, i: int, key: str) -> bool:
     for k in turn.record.waits:
         if k == i:
             return False  # first come, first served: those behind it do not count
-        if _key(turn, k) == key:
-            return True
+        if _key(turn, k) == key and _at_milestone(turn, k):
+            return True  # (one still waiting for its milestone is not in the key's queue yet)
     return False
+
+
+def _at_milestone(turn: Turn, k: int) -> bool:
+    """Whether stage ``k`` has no milestone or its milestone is in the status it waits for."""
+    c = turn.spec(k).coord
+    return c is None or c.milestone < 0 or turn.run(c.milestone).status is c.milestone_status
 
 
 def _key(turn: Turn, k: int) -> str | None:
@@ -132,26 +138,37 @@ def settle(turn: Turn, *, ending: bool = False) -> bool:
     complete now (nothing started, nothing waits).
     """
     turn.holds += 1
-    for i in turn.record.waits:
-        if turn.record.status is not S.RUNNING:
-            break
-        if turn.run(i).status is S.NOT_STARTED:
-            start_stage(turn, i)
-        else:
-            _unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
-    global_waiter = any(turn.run(k).claim == CLAIMED for k in turn.record.waits)
-    if ending and not turn.active and not global_waiter and turn.record.status is S.RUNNING:
+    while True:
         for i in turn.record.waits:
-            c = turn.spec(i).coord
-            if c is not None and c.milestone >= 0 and turn.run(i).status is S.NOT_STARTED and not turn.active:
-                _unwait(turn, i)  # nothing runs: its milestone cannot be reached any more
-                ref = turn.spec(c.milestone).ref_id
-                complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} never reached {c.milestone_status.value}")
+            if turn.record.status is not S.RUNNING:
+                break
+            if turn.run(i).status is S.NOT_STARTED:
+                start_stage(turn, i)
+            else:
+                _unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
+        if not (ending and _strand(turn)):
+            break  # (a stranded stage was skipped: what waited behind it may go now)
     turn.holds -= 1
     if not ending:
         maybe_complete(turn)
         return False
     return not (turn.active or turn.record.waits) and turn.record.status is S.RUNNING
+
+
+def _strand(turn: Turn) -> bool:
+    """Nothing runs and nothing can come: skip the stages waiting for a milestone not reached; any skipped?"""
+    record = turn.record
+    if turn.active or record.status is not S.RUNNING or any(turn.run(k).claim == CLAIMED for k in record.waits):
+        return False  # (a stage waiting for a global mutex will run: its milestone may still come)
+    skipped = False
+    for i in record.waits:
+        c = turn.spec(i).coord
+        if c is not None and turn.run(i).status is S.NOT_STARTED and not _at_milestone(turn, i) and not turn.active:
+            _unwait(turn, i)  # nothing runs: its milestone cannot be reached any more
+            ref = turn.spec(c.milestone).ref_id
+            complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} never reached {c.milestone_status.value}")
+            skipped = True
+    return skipped
 
 
 def choose(turn: Turn, i: int, group: str) -> None:
