@@ -211,6 +211,10 @@ def buffer(turn: Turn) -> None:
     assert admission is not None
     key = f"admit:{admission.key}"
     turn.set_workflow(S.BUFFERED, claimed=(key,))
+    turn.record_event(
+        "workflow.buffered", f"workflow.buffered:{record.epoch}", status=S.BUFFERED,
+        message=f"waiting for a slot of {admission.key!r} (max_concurrent={admission.max_concurrent})",
+    )  # fmt: skip
     limit, purge = admission.max_concurrent, not admission.keep_waiting
     turn.claim(Claim(key=key, stage=-1, generation=record.epoch, limit=limit, purge=purge))
     if record.start_deadline is not None:  # from its submit (a restart: from the restart)

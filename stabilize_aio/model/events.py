@@ -9,12 +9,13 @@ attempt, poll), so the store refuses a step recorded twice.
 ========================  ====================================================
 kind                      key, and when it is recorded
 ========================  ====================================================
-workflow.started          ``workflow.started``: the start turn
-workflow.completed        ``workflow.completed``: the turn that ends the run
-workflow.paused           (reserved: pause)
-workflow.resumed          (reserved: resume)
-workflow.restarted        (reserved: restart)
-workflow.error            ``workflow.error``: containment ends the run TERMINAL
+workflow.started          ``workflow.started:<epoch>``: the start turn (or its admission)
+workflow.buffered         ``workflow.buffered:<epoch>``: the run waits BUFFERED for a slot of its concurrency key
+workflow.completed        ``workflow.completed:<epoch>``: the turn that ends the run (each epoch of a restart)
+workflow.paused           ``workflow.paused:<epoch>:<version>``: ``engine.pause`` (message: the reason)
+workflow.resumed          ``workflow.resumed:<epoch>:<version>``: ``engine.resume``
+workflow.restarted        ``workflow.restarted:<epoch>``: ``engine.restart`` opened this epoch
+workflow.error            ``workflow.error:<epoch>``: containment ends the run TERMINAL
 workflow.quarantined      ``workflow.quarantined:<version>``: rows of a finished run quarantined
 stage.started             ``stage.started:<stage>:<generation>``
 stage.completed           ``stage.completed:<stage>:<generation>``: any end but SKIPPED
@@ -45,6 +46,7 @@ from typing import Final, Literal, get_args
 
 EventKind = Literal[
     "workflow.started",
+    "workflow.buffered",
     "workflow.completed",
     "workflow.paused",
     "workflow.resumed",
