@@ -32,7 +32,7 @@ def gate(turn: Turn, i: int, c: Coordination) -> bool:
     if c.choice is not None:
         winner = turn.record.chosen.get(c.choice)
         if winner is not None and winner != i:
-            _unwait(turn, i)
+            unwait(turn, i)
             prune(turn, i, f"deferred choice {c.choice!r}: {turn.spec(winner).ref_id!r} was chosen")
             return False
     if c.milestone >= 0:
@@ -41,7 +41,7 @@ def gate(turn: Turn, i: int, c: Coordination) -> bool:
             if rank(m) < rank(c.milestone_status):
                 _wait(turn, i)
                 return False
-            _unwait(turn, i)
+            unwait(turn, i)
             ref = turn.spec(c.milestone).ref_id
             complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} passed {c.milestone_status.value} ({m.value})")
             return False
@@ -60,7 +60,7 @@ def gate(turn: Turn, i: int, c: Coordination) -> bool:
         elif _contended(turn, i, c.mutex_key):
             _wait(turn, i)
             return False
-    _unwait(turn, i)
+    unwait(turn, i)
     return True
 
 
@@ -88,7 +88,6 @@ def admit(turn: Turn) -> None:
     if not record.deferred and record.epoch == 0:
         open_run(turn)
         return
-    turn.set_workflow(S.RUNNING, started_at=turn.now, deferred=())
     from .verbs import start_reset  # noqa: PLC0415 (the verbs are built on this module)
 
     start_reset(turn, record.deferred)
@@ -124,7 +123,8 @@ def _wait(turn: Turn, i: int) -> None:
         turn.update_workflow(waits=(*waits, i))
 
 
-def _unwait(turn: Turn, i: int) -> None:
+def unwait(turn: Turn, i: int) -> None:
+    """Stage ``i`` no longer waits (it started, or ended while it waited)."""
     waits = turn.record.waits
     if i in waits:
         turn.update_workflow(waits=tuple(k for k in waits if k != i))
@@ -145,7 +145,7 @@ def settle(turn: Turn, *, ending: bool = False) -> bool:
             if turn.run(i).status is S.NOT_STARTED:
                 start_stage(turn, i)
             else:
-                _unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
+                unwait(turn, i)  # it ended meanwhile (an operator skipped it, a cancel)
         if not (ending and _strand(turn)):
             break  # (a stranded stage was skipped: what waited behind it may go now)
     turn.holds -= 1
@@ -164,7 +164,7 @@ def _strand(turn: Turn) -> bool:
     for i in record.waits:
         c = turn.spec(i).coord
         if c is not None and turn.run(i).status is S.NOT_STARTED and not _at_milestone(turn, i) and not turn.active:
-            _unwait(turn, i)  # nothing runs: its milestone cannot be reached any more
+            unwait(turn, i)  # nothing runs: its milestone cannot be reached any more
             ref = turn.spec(c.milestone).ref_id
             complete_stage(turn, i, S.SKIPPED, note=f"milestone {ref!r} never reached {c.milestone_status.value}")
             skipped = True
@@ -181,7 +181,7 @@ def choose(turn: Turn, i: int, group: str) -> None:
     for k in range(turn.size):
         c = turn.spec(k).coord
         if k != i and c is not None and c.choice == group and not turn.run(k).status.is_complete:
-            _unwait(turn, k)
+            unwait(turn, k)
             prune(turn, k, why)
 
 
@@ -196,7 +196,7 @@ def cancel_region(turn: Turn, msg: CancelRegion) -> None:
         run = turn.run(k)
         if c is None or c.region != msg.region or run.status.is_complete or turn.record.status.is_complete:
             continue
-        _unwait(turn, k)
+        unwait(turn, k)
         if run.status in LIVE:
             drop_pending(turn, k, run)
         complete_stage(turn, k, S.CANCELED, note=f"cancel region {msg.region!r}")

@@ -27,7 +27,7 @@ from ..model.records import LIVE
 from ..model.routing import JoinType
 from ..model.status import WorkflowStatus
 from ..state.turn import Turn
-from .coordination import buffer
+from .coordination import buffer, unwait
 from .kernel import GOING, arm_deadline, arrive, complete_stage, maybe_complete, run_key, start_stage
 from .undo import drop_pending, reset
 
@@ -76,8 +76,7 @@ def skip(turn: Turn, msg: SkipStage) -> None:
     run = turn.run(msg.stage)
     if turn.record.status not in GOING or run.status.is_complete:
         return  # finished, or not started (BUFFERED: refused at the door)
-    if msg.stage in turn.record.waits:
-        turn.update_workflow(waits=tuple(k for k in turn.record.waits if k != msg.stage))
+    unwait(turn, msg.stage)
     if run.status in LIVE:
         drop_pending(turn, msg.stage, run)
     complete_stage(turn, msg.stage, S.SKIPPED, note="skipped by an operator")
@@ -133,16 +132,16 @@ def restart(turn: Turn, msg: RestartWorkflow) -> None:
         buffer(turn)
         turn.update_workflow(deferred=tuple(redo))
         return
-    turn.set_workflow(S.RUNNING, started_at=turn.now)
     start_reset(turn, redo)
 
 
 def start_reset(turn: Turn, redo: Iterable[int]) -> None:
-    """The re-opened run starts: its deadline armed, the reset stages whose requisites allow it started.
+    """The re-opened run starts (RUNNING): its deadline armed, the reset stages whose requisites allow it started.
 
     So do the stages that never started (they waited for a mutex or a milestone, or
     became ready while the run was paused when it ended): they decide again.
     """
+    turn.set_workflow(S.RUNNING, started_at=turn.now, deferred=())
     arm_deadline(turn)
     waiting = [
         i for i in range(turn.size)

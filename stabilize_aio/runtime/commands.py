@@ -61,10 +61,17 @@ def _stage(state: WorkflowState, stage: str, verb: str) -> int:
     return i
 
 
+def _require_going(state: WorkflowState, verb: str) -> None:
+    """RunStateError unless the run is going (RUNNING or PAUSED): finished, or still waiting to start."""
+    status = state.record.status
+    if status is not S.RUNNING and status is not S.PAUSED:
+        hint = " (a run waiting to start: cancel it, or steer it once it runs)" if status is S.BUFFERED else ""
+        raise _refuse(state, verb, hint)
+
+
 def pause_command(state: WorkflowState, reason: str, cancel: bool) -> PauseWorkflow:
     """The row that pauses a run (RunStateError unless it is RUNNING or PAUSED)."""
-    if state.record.status not in (S.RUNNING, S.PAUSED):
-        raise _refuse(state, "pause")
+    _require_going(state, "pause")
     return PauseWorkflow(id=f"pause:{_token()}", reason=reason, cancel=cancel)
 
 
@@ -87,12 +94,7 @@ def restart_command(state: WorkflowState, stage: str | None) -> RestartWorkflow:
 def skip_command(state: WorkflowState, stage: str) -> SkipStage:
     """The row that skips one unfinished stage."""
     i = _stage(state, stage, "skip")
-    if state.record.status.is_complete or state.record.status is S.BUFFERED:
-        raise _refuse(
-            state,
-            "skip",
-            " (a run waiting to start: cancel it, or skip once it runs)" if state.record.status is S.BUFFERED else "",
-        )
+    _require_going(state, "skip")
     run = state.runs[i]
     if run.status.is_complete:
         raise RunStateError(
@@ -105,8 +107,7 @@ def region_command(state: WorkflowState, region: str) -> CancelRegion:
     """The row that cancels a cancel region (DefinitionError if no stage of the run is in it)."""
     if not any(s.coord is not None and s.coord.region == region for s in state.specs):
         raise DefinitionError(f"workflow {state.record.id!r} has no stage in cancel region {region!r}")
-    if state.record.status.is_complete or state.record.status is S.BUFFERED:
-        raise _refuse(state, "cancel_region")
+    _require_going(state, "cancel_region")
     return CancelRegion(id=f"region:{_token()}", region=region)
 
 
