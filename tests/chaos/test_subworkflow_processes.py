@@ -34,6 +34,7 @@ import asyncpg
 import family_app
 import pytest
 from test_crash import final_state, query, read_log
+from test_multiprocess import finish as stop_worker
 
 from stabilize_aio import Engine, WorkflowStatus
 from stabilize_aio.store.shards import SHARDS, shard_of
@@ -66,15 +67,7 @@ def start_worker(url: str, log: Path, family_log: Path) -> Worker:
 
 def finish(worker: Worker) -> int:
     """SIGTERM a worker if it still runs (a graceful stop), wait for it, and close its pipe."""
-    proc = worker.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-    return proc.returncode
+    return stop_worker(worker.proc)
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:

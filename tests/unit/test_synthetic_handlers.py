@@ -449,7 +449,8 @@ def test_a_call_in_flight_is_compensated_first_and_only_if_its_type_says_so(unkn
     assert ("CANCELED", "done", (), S.CANCELED, False) == h.compensating()
 
 
-def test_a_cancel_while_compensating_is_recorded_consumes_its_row_and_changes_nothing_else() -> None:
+def declined_saga() -> tuple[Saga, RunTask]:
+    """a and b (each compensated by ``undo``) succeed, c's payment is declined: b's compensation is dispatched."""
     h = Saga(
         Stage("a", "t", compensate="undo"),
         Stage("b", "t", requisites=["a"], compensate="undo"),
@@ -459,7 +460,11 @@ def test_a_cancel_while_compensating_is_recorded_consumes_its_row_and_changes_no
     for _ in "ab":
         h.tick()
         run = only(h.done(run, ok()).dispatch)
-    rb_undo = h.one(h.done(run, TaskResult.terminal("declined")), "b/compensate")
+    return h, h.one(h.done(run, TaskResult.terminal("declined")), "b/compensate")
+
+
+def test_a_cancel_while_compensating_is_recorded_consumes_its_row_and_changes_nothing_else() -> None:
+    h, rb_undo = declined_saga()
     before = (h.compensating(), list(h.state.runs))
     t = h.cancel("stop it")
     assert (["cancel"], {}, [], [], [], [], False) == (
@@ -485,16 +490,7 @@ def test_a_cancel_while_compensating_is_recorded_consumes_its_row_and_changes_no
 
 
 def test_a_compensation_that_fails_is_recorded_the_next_ones_still_run_and_the_run_says_failed() -> None:
-    h = Saga(
-        Stage("a", "t", compensate="undo"),
-        Stage("b", "t", requisites=["a"], compensate="undo"),
-        Stage("c", "pay", requisites=["b"]),
-    )
-    run = only(h.start().dispatch)
-    for _ in "ab":
-        h.tick()
-        run = only(h.done(run, ok()).dispatch)
-    rb_undo = h.one(h.done(run, TaskResult.terminal("declined")), "b/compensate")
+    h, rb_undo = declined_saga()
     flaky = ErrorInfo.capped("TransientError", "later", attempt=1, transient=True)
     t = h.done(rb_undo, error=flaky)  # its type's retries apply, the run halted meanwhile
     retry = only([m for m in t.emitted if isinstance(m, RunTask)])
